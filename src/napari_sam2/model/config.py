@@ -1,0 +1,167 @@
+"""Typed, frozen configuration of a SAM2 model and the eight official variants.
+
+A :class:`Sam2Config` fully describes the architecture: two configs that compare equal build
+models with identical state-dict layouts. The official checkpoints differ only in the Hiera trunk
+(:class:`HieraConfig`) and in the SAM 2.1 flags (``sam21=True``), so each variant below is a
+trunk plus a generation.
+
+Custom configs for tests or small models use :func:`dataclasses.replace` on a variant, for
+example ``replace(VARIANTS["sam2.1_hiera_tiny"], name="tiny-256", image_size=256)``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+__all__ = ["HieraConfig", "Sam2Config", "VARIANTS", "get_config"]
+
+
+@dataclass(frozen=True)
+class HieraConfig:
+    """Hiera image trunk.
+
+    Attributes:
+        embed_dim: channels of stage 1; each later stage multiplies it by ``dim_mul``.
+        num_heads: attention heads of stage 1; each later stage multiplies it by ``head_mul``.
+        stages: number of blocks per stage (four stages).
+        global_att_blocks: indices of blocks that attend over the whole map (no windows).
+        window_spec: window side per stage, in tokens.
+        pos_embed_size: (h, w) of the learned background position embedding, resized
+            bicubically to the token grid.
+        q_pool: number of stage transitions that halve the resolution (max-pool of queries).
+        mlp_ratio: hidden width of each block's MLP relative to its channels.
+    """
+
+    embed_dim: int = 96
+    num_heads: int = 1
+    stages: tuple[int, ...] = (1, 2, 7, 2)
+    global_att_blocks: tuple[int, ...] = (5, 7, 9)
+    window_spec: tuple[int, ...] = (8, 4, 14, 7)
+    pos_embed_size: tuple[int, int] = (7, 7)
+    q_pool: int = 3
+    dim_mul: float = 2.0
+    head_mul: float = 2.0
+    mlp_ratio: float = 4.0
+
+    @property
+    def depth(self) -> int:
+        return sum(self.stages)
+
+    @property
+    def stage_ends(self) -> tuple[int, ...]:
+        """Index of the last block of each stage."""
+        ends, total = [], 0
+        for n in self.stages:
+            total += n
+            ends.append(total - 1)
+        return tuple(ends)
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Output channels of each stage, highest resolution first."""
+        return tuple(int(self.embed_dim * self.dim_mul**i) for i in range(len(self.stages)))
+
+
+@dataclass(frozen=True)
+class Sam2Config:
+    """A whole SAM2 model: trunk, neck, prompt encoder, mask decoder and the video memory.
+
+    Attributes:
+        name: variant name, used in messages and in the weights registry.
+        trunk: the Hiera image trunk.
+        image_size: side of the square model input in pixels; a multiple of 32.
+        sam21: SAM 2.1 flags (temporal encoding of object pointers, projected to ``mem_dim``;
+            a learned "no object" embedding added to the memory of frames without the object).
+        d_model: channels of the FPN neck, prompt encoder, mask decoder and memory attention.
+        mem_dim: channels of the memory features.
+        num_maskmem: number of memory slots (1 conditioning slot + 6 previous frames).
+        max_obj_ptrs: most object pointers the memory attention sees.
+        dynamic_multimask: when one mask is asked for, fall back to the best of the three
+            multimask outputs if the single mask is unstable.
+        binarize_prompted_masks: binarise the mask of a clicked frame before encoding its memory.
+    """
+
+    name: str
+    trunk: HieraConfig = field(default_factory=HieraConfig)
+    image_size: int = 1024
+    sam21: bool = True
+    d_model: int = 256
+    mem_dim: int = 64
+    num_maskmem: int = 7
+    max_obj_ptrs: int = 16
+    # prompt encoder and mask decoder
+    mask_in_chans: int = 16
+    decoder_depth: int = 2
+    decoder_heads: int = 8
+    decoder_mlp_dim: int = 2048
+    num_multimask_outputs: int = 3
+    dynamic_multimask: bool = True
+    stability_delta: float = 0.05
+    stability_thresh: float = 0.98
+    # memory attention and memory encoder
+    mem_attn_layers: int = 4
+    mem_attn_ffn_dim: int = 2048
+    mem_fuser_layers: int = 2
+    # memory encoding of masks
+    mask_sigmoid_scale: float = 20.0
+    mask_sigmoid_bias: float = -10.0
+    binarize_prompted_masks: bool = True
+
+    def __post_init__(self) -> None:
+        if self.image_size % 32 != 0 or self.image_size <= 0:
+            raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
+        if self.d_model % self.mem_dim != 0:
+            raise ValueError(f"d_model ({self.d_model}) must be a multiple of mem_dim ({self.mem_dim})")
+
+    @property
+    def backbone_stride(self) -> int:
+        return 16
+
+    @property
+    def embed_size(self) -> int:
+        """Side of the image embedding grid (64 for a 1024 input)."""
+        return self.image_size // self.backbone_stride
+
+    @property
+    def low_res_size(self) -> int:
+        """Side of the decoder's mask logits (256 for a 1024 input)."""
+        return self.image_size // 4
+
+
+_TRUNKS = {
+    "tiny": HieraConfig(embed_dim=96, num_heads=1, stages=(1, 2, 7, 2), global_att_blocks=(5, 7, 9)),
+    "small": HieraConfig(embed_dim=96, num_heads=1, stages=(1, 2, 11, 2), global_att_blocks=(7, 10, 13)),
+    "base_plus": HieraConfig(
+        embed_dim=112,
+        num_heads=2,
+        stages=(2, 3, 16, 3),
+        global_att_blocks=(12, 16, 20),
+        pos_embed_size=(14, 14),
+    ),
+    "large": HieraConfig(
+        embed_dim=144,
+        num_heads=2,
+        stages=(2, 6, 36, 4),
+        global_att_blocks=(23, 33, 43),
+        window_spec=(8, 4, 16, 8),
+    ),
+}
+
+VARIANTS: dict[str, Sam2Config] = {
+    f"{gen}_hiera_{size}": Sam2Config(name=f"{gen}_hiera_{size}", trunk=trunk, sam21=(gen == "sam2.1"))
+    for gen in ("sam2", "sam2.1")
+    for size, trunk in _TRUNKS.items()
+}
+"""The eight official variants, by the names of Meta's checkpoint files (without ``.pt``)."""
+
+
+def get_config(name: str) -> Sam2Config:
+    """Return the official variant called ``name`` (``"sam2.1_hiera_tiny"``, ...).
+
+    Raises:
+        KeyError: for an unknown name; the message lists the known ones.
+    """
+    key = name.removesuffix(".pt")
+    if key not in VARIANTS:
+        raise KeyError(f"unknown SAM2 variant {name!r}; known variants: {', '.join(VARIANTS)}")
+    return VARIANTS[key]

@@ -1,0 +1,146 @@
+"""Memory attention: conditions the current frame's features on memories of other frames.
+
+Attention uses 2D rotary position embeddings (RoPE). Rotations are done in real arithmetic
+(cos/sin tables) rather than complex tensors, which keeps the module usable on MPS.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ._layers import merge_heads, split_heads
+
+
+def rope_tables(
+    height: int, width: int, head_dim: int, theta: float = 10000.0, device: torch.device | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """cos and sin tables (height * width, head_dim // 2) for axial 2D RoPE.
+
+    Token n (row-major) sits at column ``n % width`` and row ``n // width``. The first quarter of
+    the channel pairs rotate with the column, the second with the row, at frequencies
+    ``theta ** (-4k / head_dim)``.
+    """
+    k = torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float()
+    freqs = 1.0 / (theta ** (k / head_dim))  # (hd/4,)
+    n = torch.arange(height * width, dtype=torch.float32, device=device)
+    cols = n % width
+    rows = torch.div(n, width, rounding_mode="floor")
+    angles = torch.cat((torch.outer(cols, freqs), torch.outer(rows, freqs)), dim=-1)  # (N, hd/2)
+    return angles.cos(), angles.sin()
+
+
+def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
+    """Rotate adjacent channel pairs (2j, 2j+1) of x (B, nh, N, hd) by the tables (N, hd/2)."""
+    pairs = x.float().unflatten(-1, (-1, 2))
+    even, odd = pairs[..., 0], pairs[..., 1]
+    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
+    return rotated.flatten(-2).type_as(x)
+
+
+class RoPEAttention(nn.Module):
+    """Attention whose queries and (the first ``N - num_k_exclude`` of the) keys are rotated.
+
+    Args:
+        dim: channels of queries and output. num_heads: heads.
+        kv_dim: channels of keys and values (memories are narrower than frame features).
+        repeat_k: keys are several grids of the query's size; rotate each the same way.
+    """
+
+    def __init__(self, dim: int, num_heads: int = 1, kv_dim: int | None = None, repeat_k: bool = False) -> None:
+        super().__init__()
+        kv_dim = dim if kv_dim is None else kv_dim
+        self.num_heads = num_heads
+        self.repeat_k = repeat_k
+        self.q_proj = nn.Linear(dim, dim)
+        self.k_proj = nn.Linear(kv_dim, dim)
+        self.v_proj = nn.Linear(kv_dim, dim)
+        self.out_proj = nn.Linear(dim, dim)
+        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def _rope(self, grid: tuple[int, int], head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+        key = (grid, head_dim, device)
+        if key not in self._tables:
+            self._tables[key] = rope_tables(grid[0], grid[1], head_dim, device=device)
+        return self._tables[key]
+
+    def forward(
+        self,
+        q: torch.Tensor,
+        k: torch.Tensor,
+        v: torch.Tensor,
+        grid: tuple[int, int],
+        num_k_exclude: int = 0,
+    ) -> torch.Tensor:
+        """q (B, Nq, C) on a ``grid`` = (h, w) of the current frame; k, v (B, Nk, kv_dim)."""
+        q = split_heads(self.q_proj(q), self.num_heads)  # (B, nh, Nq, hd)
+        k = split_heads(self.k_proj(k), self.num_heads)  # (B, nh, Nk, hd)
+        v = split_heads(self.v_proj(v), self.num_heads)
+        cos, sin = self._rope(grid, q.shape[-1], q.device)
+        q = apply_rope(q, cos, sin)
+        n_rot = k.shape[-2] - num_k_exclude
+        if n_rot > 0:
+            reps = n_rot // q.shape[-2]
+            if reps * q.shape[-2] != n_rot or (reps > 1 and not self.repeat_k):
+                raise ValueError(f"{n_rot} rotated keys are not a whole number of {q.shape[-2]}-token grids")
+            k_rot = apply_rope(k[:, :, :n_rot], cos.repeat(reps, 1), sin.repeat(reps, 1))
+            k = torch.cat((k_rot, k[:, :, n_rot:]), dim=2) if num_k_exclude else k_rot
+        return self.out_proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+
+class MemoryAttentionLayer(nn.Module):
+    """Pre-norm: self-attention, cross-attention to memories (keys get their PE), FFN."""
+
+    def __init__(self, dim: int, mem_dim: int, ffn_dim: int) -> None:
+        super().__init__()
+        self.self_attn = RoPEAttention(dim)
+        self.cross_attn_image = RoPEAttention(dim, kv_dim=mem_dim, repeat_k=True)
+        self.linear1 = nn.Linear(dim, ffn_dim)
+        self.linear2 = nn.Linear(ffn_dim, dim)
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.norm3 = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        grid: tuple[int, int],
+        num_ptr_tokens: int,
+    ) -> torch.Tensor:
+        t = self.norm1(x)
+        x = x + self.self_attn(t, t, t, grid)
+        t = self.norm2(x)
+        x = x + self.cross_attn_image(t, memory + memory_pos, memory, grid, num_k_exclude=num_ptr_tokens)
+        t = self.norm3(x)
+        return x + self.linear2(F.relu(self.linear1(t)))
+
+
+class MemoryAttention(nn.Module):
+    """Stack of :class:`MemoryAttentionLayer` with a final LayerNorm."""
+
+    def __init__(self, dim: int, mem_dim: int, num_layers: int, ffn_dim: int) -> None:
+        super().__init__()
+        self.layers = nn.ModuleList(MemoryAttentionLayer(dim, mem_dim, ffn_dim) for _ in range(num_layers))
+        self.norm = nn.LayerNorm(dim)
+
+    def forward(
+        self,
+        features: torch.Tensor,
+        features_pos: torch.Tensor,
+        memory: torch.Tensor,
+        memory_pos: torch.Tensor,
+        num_ptr_tokens: int,
+    ) -> torch.Tensor:
+        """features, features_pos (B, C, h, w); memory, memory_pos (B, M, mem_dim) -> (B, C, h, w).
+
+        The last ``num_ptr_tokens`` memory tokens are object pointers: they are not rotated.
+        """
+        b, c, h, w = features.shape
+        x = features.flatten(2).transpose(1, 2)  # (B, hw, C)
+        x = x + 0.1 * features_pos.flatten(2).transpose(1, 2)
+        for layer in self.layers:
+            x = layer(x, memory, memory_pos, (h, w), num_ptr_tokens)
+        return self.norm(x).transpose(1, 2).reshape(b, c, h, w)
