@@ -1,0 +1,20 @@
+"""Engine: arrays and prompts in, masks out. Never imports napari, qtpy or magicgui."""
+
+from .device import DeviceError, autocast, select_device
+from .prompts import Prompt, PromptError, prompt_tensors, to_model_xy
+from .tracker import FrameResult, Track, Tracker, TrackerError, select_memories
+
+__all__ = [
+    "DeviceError",
+    "autocast",
+    "select_device",
+    "Prompt",
+    "PromptError",
+    "prompt_tensors",
+    "to_model_xy",
+    "FrameResult",
+    "Track",
+    "Tracker",
+    "TrackerError",
+    "select_memories",
+]

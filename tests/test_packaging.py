@@ -1,0 +1,68 @@
+"""Packaging checks: the napari manifest, its entry point, the import rule and the runtime dependencies."""
+
+import importlib.util
+import subprocess
+import sys
+from importlib.metadata import entry_points
+from pathlib import Path
+
+import pytest
+from packaging.requirements import Requirement
+from packaging.utils import canonicalize_name
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10
+    tomllib = pytest.importorskip("tomli")
+
+ROOT = Path(__file__).resolve().parents[1]
+PACKAGE_MANIFEST = ROOT / "src" / "napari_sam2" / "napari.yaml"
+DIST_NAME = "napari-sam2"
+
+GUI_MODULES = ("qtpy", "napari", "magicgui", "PyQt5", "PySide2", "PyQt6", "PySide6")
+
+
+def test_root_manifest_is_identical_to_packaged_manifest():
+    assert (ROOT / "napari.yaml").read_bytes() == PACKAGE_MANIFEST.read_bytes(), (
+        "napari only loads src/napari_sam2/napari.yaml; copy it over the root napari.yaml"
+    )
+
+
+def test_packaged_manifest_is_valid_and_discoverable():
+    npe2 = pytest.importorskip("npe2")
+    manifest = npe2.PluginManifest.from_file(PACKAGE_MANIFEST)
+    assert manifest.name == DIST_NAME
+
+    found = [ep for ep in entry_points(group="napari.manifest") if ep.name == DIST_NAME]
+    assert found, "no napari.manifest entry point: install the package with `pip install -e .`"
+    assert found[0].value == "napari_sam2:napari.yaml"
+    module, _, resource = found[0].value.partition(":")
+    spec = importlib.util.find_spec(module)
+    assert spec is not None and spec.origin is not None
+    installed = Path(spec.origin).parent / resource
+    assert installed.is_file()
+    assert npe2.PluginManifest.from_file(installed).name == DIST_NAME
+
+
+def test_core_packages_do_not_import_gui_modules():
+    modules = ["napari_sam2", "napari_sam2.model", "napari_sam2.engine"]
+    if importlib.util.find_spec("napari_sam2.cli") is not None:
+        modules.append("napari_sam2.cli")
+    code = (
+        "import importlib, sys\n"
+        f"for name in {modules!r}:\n"
+        "    importlib.import_module(name)\n"
+        f"print(','.join(sorted(m for m in {GUI_MODULES!r} if m in sys.modules)))\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+    assert result.returncode == 0, result.stderr
+    loaded = result.stdout.strip()
+    assert not loaded, f"importing {modules} loaded GUI modules: {loaded}"
+
+
+def test_runtime_dependencies_have_no_qt_binding():
+    # napari-plugin-template: users choose their Qt binding (napari[all], or the testing extra).
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = [canonicalize_name(Requirement(dep).name) for dep in project["dependencies"]]
+    offending = [name for name in names if name.startswith(("pyqt", "pyside"))]
+    assert not offending, f"runtime dependencies must not include a Qt binding: {offending}"
