@@ -2,6 +2,7 @@
 
 from .device import DeviceError, autocast, select_device
 from .prompts import Prompt, PromptError, prompt_tensors, to_model_xy
+from .models import load_model
 from .tracker import FrameResult, Track, Tracker, TrackerError, select_memories
 
 __all__ = [
@@ -17,4 +18,5 @@ __all__ = [
     "Tracker",
     "TrackerError",
     "select_memories",
+    "load_model",
 ]

@@ -36,18 +36,26 @@ def _read(path: Path) -> object:
         raise CheckpointError(f"checkpoint file not found: {path}")
     if path.stat().st_size == 0:
         raise CheckpointError(f"checkpoint file {path} is empty; delete it and download it again")
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(
+            f"{path} is not a PyTorch checkpoint (not a torch.save archive): it looks truncated or corrupt, "
+            "or is another kind of file (e.g. an HTML error page saved instead of the weights). "
+            "Delete it and download it again."
+        )
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
+        lines = [ln for ln in str(exc).splitlines() if "Unpickler error" in ln]
+        detail = f" ({lines[0].strip()})" if lines else ""
         raise CheckpointError(
             f"{path} holds Python objects other than tensors, so it is not a plain SAM2 checkpoint "
-            f"and was not loaded (loading it could run arbitrary code). Details: {str(exc).splitlines()[0]}"
+            f"and was not loaded (loading it could run arbitrary code){detail}."
         ) from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else "no details"
         raise CheckpointError(
             f"{path} is not a readable PyTorch checkpoint: it looks truncated or corrupt "
-            f"({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else 'no details'}). "
-            "Delete it and download it again."
+            f"({type(exc).__name__}: {first}). Delete it and download it again."
         ) from None
 
 
