@@ -91,6 +91,8 @@ def test_tracker_errors(small_tracker_model):
         tracker.add_prompt(3, 1, Prompt(points=[[1, 1]], labels=[1]))
     with pytest.raises(PromptError, match="outside"):
         tracker.add_prompt(0, 1, Prompt(points=[[45, 1]], labels=[1]))
+    with pytest.raises(PromptError, match="clear=True"):
+        tracker.add_prompt(0, 1, Prompt(box=(1, 1, 5, 5)), clear=False)
     with pytest.raises(ValueError, match="2D"):
         tracker.add_mask(0, 1, np.zeros((2, 40, 50)))
     with pytest.raises(TrackerError, match="at least one frame"):

@@ -25,7 +25,7 @@ import torch
 
 from ..model import ImageFeatures, Memory, Sam2Model
 from ..model._layers import resize_bilinear
-from .prompts import Prompt, prompt_tensors
+from .prompts import Prompt, PromptError, prompt_tensors
 
 __all__ = ["TrackerError", "FrameResult", "Track", "Tracker", "select_memories"]
 
@@ -58,9 +58,10 @@ class FrameResult:
 class Track:
     """Everything known about one object.
 
-    ``cond`` holds prompted (conditioning) frames, ``tracked_only`` frames computed by
-    propagation, ``pending`` prompted frames whose memory is not encoded yet. ``direction``
-    records, per frame visited by propagation, whether it was reached backwards.
+    ``clicks`` holds the accumulated clicks per frame (model coordinates), ``cond`` the prompted
+    (conditioning) frames, ``tracked_only`` the frames computed by propagation, ``pending`` the
+    prompted frames whose memory is not encoded yet. ``reverse_at`` records, per frame visited
+    by propagation, whether it was reached backwards.
     """
 
     obj_id: int
@@ -195,6 +196,8 @@ class Tracker:
         """
         self._check_frame(frame)
         prompt.check_inside(self.frame_hw)
+        if prompt.box is not None and not clear:
+            raise PromptError("a box starts a new prompt on its frame: pass clear=True with a box")
         track = self.tracks.setdefault(obj_id, Track(obj_id))
         coords, labels = prompt_tensors(prompt, self.frame_hw, self._cfg.image_size, self.model.device)
         if not clear and frame in track.clicks:
@@ -270,7 +273,8 @@ class Tracker:
             feats = None
             for track in self.tracks.values():
                 if frame not in track.cond:
-                    feats = feats or self.features(frame)
+                    if feats is None:
+                        feats = self.features(frame)
                     embed = self._conditioned(track, frame, feats, reverse)
                     out = self.model.predict_frame(embed, feats.high_res, multimask=True)
                     result = FrameResult(out.low_res, out.obj_ptr, out.object_score)
