@@ -126,3 +126,32 @@ def test_reference_state_dict_loads_strictly(variant):
     ours.load_state_dict(ref_sd, strict=True)
     assert torch.equal(ours.sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
                        ref_sd["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("pair", [CASES[0]], indirect=True)
+def test_whole_image_path_equals_sam2_image_predictor(pair):
+    """uint8 RGB image -> masks at image resolution, through our ImagePredictor (window 0..255,
+    resize, normalise, encode, decode, upsample) and the reference's SAM2ImagePredictor."""
+    import numpy as np
+    from sam2.sam2_image_predictor import SAM2ImagePredictor
+
+    from napari_sam2.engine.predictor import ImagePredictor
+    from napari_sam2.engine.prompts import Prompt
+
+    ref, ours, *_ = pair
+    rng = np.random.default_rng(3)
+    img = (rng.random((300, 400, 3)) * 255).astype(np.uint8)
+    img[100:200, 150:260] = (230, 60, 40)
+    ref_pred = SAM2ImagePredictor(ref)
+    ref_pred.set_image(img)
+    r_masks, r_iou, r_low = ref_pred.predict(point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1]))
+
+    pred = ImagePredictor(ours)
+    pred.set_image(img, window=(0, 255))
+    out = pred.predict(Prompt(points=[[150, 200]], labels=[1]), multimask=True)  # (row, col)
+    assert out.masks.shape == r_masks.shape == (3, 300, 400)
+    assert (out.low_res[(0, 0)].numpy() - r_low).__abs__().max() <= LOGIT_ATOL
+    assert np.array_equal(out.masks, r_masks.astype(bool))
+    np.testing.assert_allclose(out.scores, r_iou, atol=SCORE_ATOL)
+    assert 0 < r_masks[0].sum() < r_masks[0].size

@@ -1,22 +1,46 @@
 """Engine: arrays and prompts in, masks out. Never imports napari, qtpy or magicgui."""
 
+from .cache import CacheKey, EmbeddingCache, weights_fingerprint
 from .device import DeviceError, autocast, select_device
-from .prompts import Prompt, PromptError, prompt_tensors, to_model_xy
+from .intensity import IntensityWindow, WindowError, apply_window, ct_window, resolve_window, robust_window, to_model_input
 from .models import load_model
+from .predictor import ImagePredictor, Prediction, PredictorError
+from .prompts import Prompt, PromptError, prompt_tensors, to_model_xy
+from .sources import ImageSource, SourceError, open_image
+from .tiling import Tile, TileGrid, TilingError
 from .tracker import FrameResult, Track, Tracker, TrackerError, select_memories
 
 __all__ = [
+    "CacheKey",
+    "EmbeddingCache",
+    "weights_fingerprint",
     "DeviceError",
     "autocast",
     "select_device",
+    "IntensityWindow",
+    "WindowError",
+    "apply_window",
+    "ct_window",
+    "resolve_window",
+    "robust_window",
+    "to_model_input",
+    "load_model",
+    "ImagePredictor",
+    "Prediction",
+    "PredictorError",
     "Prompt",
     "PromptError",
     "prompt_tensors",
     "to_model_xy",
+    "ImageSource",
+    "SourceError",
+    "open_image",
+    "Tile",
+    "TileGrid",
+    "TilingError",
     "FrameResult",
     "Track",
     "Tracker",
     "TrackerError",
     "select_memories",
-    "load_model",
 ]
