@@ -44,12 +44,12 @@ class FloodFillBackend:
                 box = np.zeros_like(fg)
                 box[int(y0) : int(np.ceil(y1)) + 1, int(x0) : int(np.ceil(x1)) + 1] = True
                 mask |= fg & box
-            for (x, y), l in zip(xy, lb):
+            for (x, y), label in zip(xy, lb):
                 r, c = min(int(y), fg.shape[0] - 1), min(int(x), fg.shape[1] - 1)
                 region = (lab == lab[r, c]) & fg[r, c]
-                if l == 1:
+                if label == 1:
                     mask |= region
-                elif l == 0:
+                elif label == 0:
                     mask &= ~region
         if mask_logits is not None and coords is None:
             prior = torch.nn.functional.interpolate(mask_logits, size=fg.shape, mode="bilinear")[0, 0].numpy() > 0

@@ -35,7 +35,7 @@ def test_official_layout_loads_strictly_and_identifies_the_variant(tiny_file):
 
 
 def test_bare_state_dict_loads(tiny_file, tmp_path):
-    path, sd = tiny_file
+    _, sd = tiny_file
     bare = tmp_path / "bare.pt"
     torch.save(sd, bare)
     model = load_checkpoint(bare)
@@ -77,7 +77,7 @@ def test_truncated_file(tiny_file, tmp_path):
     path, _ = tiny_file
     cut = tmp_path / "cut.pt"
     cut.write_bytes(path.read_bytes()[: os.path.getsize(path) // 3])
-    with pytest.raises(CheckpointError, match="truncated or corrupt.*download it again"):
+    with pytest.raises(CheckpointError, match=r"truncated or corrupt.*download it again"):
         load_checkpoint(cut)
 
 

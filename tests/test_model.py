@@ -43,7 +43,7 @@ def test_parameter_counts_match_published_sizes(variant, params):
 def test_config_rejects_bad_sizes_and_unknown_names():
     with pytest.raises(ValueError, match="multiple of 32"):
         Sam2Config(name="bad", image_size=1000)
-    with pytest.raises(KeyError, match="sam2.1_hiera_tiny"):
+    with pytest.raises(KeyError, match=r"sam2\.1_hiera_tiny"):
         get_config("sam2.1_hiera_tiniest")
     assert get_config("sam2.1_hiera_base_plus.pt") is VARIANTS["sam2.1_hiera_base_plus"]
 

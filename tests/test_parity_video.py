@@ -111,7 +111,7 @@ def test_clip_two_objects_correction_and_reverse(tmp_path, variant):
 
 
 def test_memory_encoder_and_memory_attention_modules(tmp_path):
-    ref, st, tr = setup(tmp_path, "sam2.1_hiera_tiny", frames=2)
+    ref, _, tr = setup(tmp_path, "sam2.1_hiera_tiny", frames=2)
     ours = tr.model
     feats = tr.features(0)
     torch.manual_seed(0)
@@ -138,6 +138,7 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
     )
     o_feats, o_pos = ours.encode_memory(feats, low, score, from_clicks=True)
     assert (r_feats - o_feats).abs().max() <= LOGIT_ATOL
+    assert (r_pos[0] - o_pos).abs().max() <= 1e-6
     cond = ours.condition_on_memory(feats, [Memory(o_feats, o_pos, 0)], torch.randn(1, 2, 256), torch.tensor([0.0, 3.0]), 6)
     assert cond.shape == feats.embed.shape and torch.isfinite(cond).all()
 

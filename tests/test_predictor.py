@@ -165,7 +165,7 @@ def test_two_gigabyte_zarr_plane_with_bounded_memory(tmp_path):
         f"""
         import resource, sys, numpy as np, zarr
         sys.path.insert(0, {str(tmp_path.parent.parent)!r})
-        sys.path.insert(0, {str((__import__("pathlib").Path(__file__).parent))!r})
+        sys.path.insert(0, {str(__import__("pathlib").Path(__file__).parent)!r})
         from flood_backend import FloodFillBackend
         from napari_sam2.engine.predictor import ImagePredictor
         from napari_sam2.engine.prompts import Prompt

@@ -2,7 +2,15 @@
 
 from .cache import CacheKey, EmbeddingCache, weights_fingerprint
 from .device import DeviceError, autocast, select_device
-from .intensity import IntensityWindow, WindowError, apply_window, ct_window, resolve_window, robust_window, to_model_input
+from .intensity import (
+    IntensityWindow,
+    WindowError,
+    apply_window,
+    ct_window,
+    resolve_window,
+    robust_window,
+    to_model_input,
+)
 from .models import load_model
 from .predictor import ImagePredictor, Prediction, PredictorError
 from .prompts import Prompt, PromptError, prompt_tensors, to_model_xy

@@ -25,8 +25,9 @@ place that turns them into the model's (x, y).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Callable, Protocol
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -465,7 +466,7 @@ class ImagePredictor:
         mask = np.zeros(num.shape, dtype=bool)
         np.greater(num, 0, out=mask, where=den > 0)
         if len(logits) > 1:  # keep the pieces connected to what the seed tiles found
-            lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+            lab, _ = ndimage.label(mask, structure=np.ones((3, 3)))
             keep = np.unique(lab[anchor & mask])
             mask = np.isin(lab, keep[keep > 0])
         return mask, (r0, c0)

@@ -87,7 +87,7 @@ class TileGrid:
     untiled: bool
 
     @classmethod
-    def for_plane(cls, plane_hw: tuple[int, int], tile_size: int, overlap: int = 256) -> "TileGrid":
+    def for_plane(cls, plane_hw: tuple[int, int], tile_size: int, overlap: int = 256) -> TileGrid:
         h, w = (int(v) for v in plane_hw)
         if h < 1 or w < 1:
             raise TilingError(f"a plane needs at least one pixel, got {h} x {w}")

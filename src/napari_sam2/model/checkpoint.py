@@ -15,13 +15,13 @@ import dataclasses
 import os
 import pickle
 import zipfile
-from functools import lru_cache
+from collections.abc import Mapping
+from functools import cache
 from pathlib import Path
-from typing import Mapping
 
 import torch
 
-from .config import HieraConfig, Sam2Config, VARIANTS
+from .config import VARIANTS, HieraConfig, Sam2Config
 from .sam2_model import Sam2Model
 
 __all__ = ["CheckpointError", "read_state_dict", "identify_variant", "load_checkpoint", "save_checkpoint"]
@@ -84,7 +84,7 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
     return dict(obj), config
 
 
-@lru_cache(maxsize=None)
+@cache
 def _layout(config: Sam2Config) -> dict[str, tuple[int, ...]]:
     """Names and shapes of the state dict of ``config``, computed without allocating weights."""
     with torch.device("meta"):

@@ -15,8 +15,8 @@ All coordinates here are model-input pixels as (x, y); tensors are NCHW unless s
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -52,7 +52,7 @@ class ImageFeatures:
     pos: torch.Tensor
     high_res: tuple[torch.Tensor, torch.Tensor]
 
-    def select(self, index: int) -> "ImageFeatures":
+    def select(self, index: int) -> ImageFeatures:
         """Features of one image of the batch, keeping the batch axis."""
         s = slice(index, index + 1)
         return ImageFeatures(self.embed[s], self.pos[s], (self.high_res[0][s], self.high_res[1][s]))
