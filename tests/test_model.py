@@ -11,7 +11,7 @@ import torch
 
 from napari_sam2.model import VARIANTS, Memory, Sam2Config, Sam2Model, get_config
 from napari_sam2.model.checkpoint import _layout
-from napari_sam2.model.memory_attention import apply_rope, rope_tables
+from napari_sam2.model.memory_attention import Rotation, rope_angles
 
 KEYS = Path(__file__).parent / "data" / "keys"
 SHORT = {"tiny": "t", "small": "s", "base_plus": "b+", "large": "l"}
@@ -92,11 +92,17 @@ def test_batched_decode_shares_one_image():
         torch.testing.assert_close(both.masks[i : i + 1], single.masks, atol=1e-5, rtol=1e-5)
 
 
-def test_rope_rotation_is_relative():
-    """RoPE makes q.k depend only on the offset between positions, and preserves norms."""
-    cos, sin = rope_tables(4, 4, 8)
+@pytest.mark.parametrize("use_complex", [True, False])
+def test_rope_rotation_is_relative(use_complex):
+    """RoPE makes q.k depend only on the offset between positions, and preserves norms; the
+    complex (CPU/CUDA) and real (MPS) paths agree."""
+    rotate = Rotation(rope_angles(4, 4, 8))
+    if not use_complex:
+        rotate.complex = False
+        rotate.cos, rotate.sin = rope_angles(4, 4, 8).cos(), rope_angles(4, 4, 8).sin()
     q = torch.randn(1, 1, 1, 8).expand(1, 1, 16, 8)
-    rq = apply_rope(q, cos, sin)
+    rq = rotate(q)
+    torch.testing.assert_close(rq, Rotation(rope_angles(4, 4, 8))(q))
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
     dots = (rq[0, 0] @ rq[0, 0].T)
     # tokens 0->1 and 5->6 are both one column apart on the same row

@@ -86,7 +86,8 @@ def read_state_dict(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], d
 
 @cache
 def _layout(config: Sam2Config) -> dict[str, tuple[int, ...]]:
-    """Names and shapes of the state dict of ``config``, computed without allocating weights."""
+    """Names and shapes of the state dict of ``config``, computed without allocating weights
+    (on the meta device; used by tests, not on the loading path, as it imports much of torch)."""
     with torch.device("meta"):
         model = Sam2Model(config)
     return {k: tuple(v.shape) for k, v in model.state_dict().items()}
@@ -97,10 +98,18 @@ def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
 
 
 def identify_variant(state: Mapping[str, torch.Tensor]) -> str | None:
-    """Name of the official variant whose layout equals ``state``, or None."""
-    shapes = _shapes(state)
+    """Name of the official variant that ``state`` looks like, or None.
+
+    Decided cheaply by the trunk's width and depth and the SAM 2.1 entries;
+    :func:`load_checkpoint` then checks every name and shape.
+    """
+    patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
+    if patch is None:
+        return None
+    depth = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
+    sam21 = "no_obj_embed_spatial" in state
     for name, cfg in VARIANTS.items():
-        if _layout(cfg) == shapes:
+        if (cfg.trunk.embed_dim, cfg.trunk.depth, cfg.sam21) == (patch.shape[0], depth, sam21):
             return name
     return None
 
@@ -112,8 +121,10 @@ def _config_from_dict(d: Mapping) -> Sam2Config:
     return Sam2Config(trunk=trunk, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
 
 
-def _mismatch_message(path: Path, config: Sam2Config, state: Mapping[str, torch.Tensor]) -> str:
-    expected, got = _layout(config), _shapes(state)
+def _mismatch_message(
+    path: Path, config: Sam2Config, expected: dict[str, tuple[int, ...]], state: Mapping[str, torch.Tensor]
+) -> str:
+    got = _shapes(state)
     missing = [k for k in expected if k not in got]
     unexpected = [k for k in got if k not in expected]
     wrong = [f"{k} {got[k]} (expected {expected[k]})" for k in expected if k in got and got[k] != expected[k]]
@@ -129,7 +140,7 @@ def _mismatch_message(path: Path, config: Sam2Config, state: Mapping[str, torch.
     if wrong:
         parts.append(f"{len(wrong)} entries of another shape ({few(wrong)})")
     guess = identify_variant(state)
-    if guess:
+    if guess and guess != config.name:
         parts.append(f"This file looks like {guess!r}: load it with that name or without naming a model.")
     else:
         parts.append("It matches none of the official SAM2/SAM2.1 variants.")
@@ -167,9 +178,10 @@ def load_checkpoint(path: str | os.PathLike, config: Sam2Config | str | None = N
                 f"({', '.join(VARIANTS)}); pass its config explicitly."
             )
         config = VARIANTS[name]
-    if _shapes(state) != _layout(config):
-        raise CheckpointError(_mismatch_message(path, config, state))
     model = Sam2Model(config)
+    expected = _shapes(model.state_dict())
+    if _shapes(state) != expected:
+        raise CheckpointError(_mismatch_message(path, config, expected, state))
     model.load_state_dict(state, strict=True)
     return model.eval()
 

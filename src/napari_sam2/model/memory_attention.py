@@ -13,13 +13,11 @@ from torch import nn
 from ._layers import merge_heads, split_heads
 
 
-def rope_tables(
-    height: int, width: int, head_dim: int, theta: float = 10000.0, device: torch.device | None = None
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """cos and sin tables (height * width, head_dim // 2) for axial 2D RoPE.
+def rope_angles(height: int, width: int, head_dim: int, theta: float = 10000.0, device=None) -> torch.Tensor:
+    """Rotation angles (height * width, head_dim // 2) for axial 2D RoPE.
 
-    Token n (row-major) sits at column ``n % width`` and row ``n // width``. The first quarter of
-    the channel pairs rotate with the column, the second with the row, at frequencies
+    Token n (row-major) sits at column ``n % width`` and row ``n // width``. The first half of the
+    channel pairs rotate with the column, the second half with the row, at frequencies
     ``theta ** (-4k / head_dim)``.
     """
     k = torch.arange(0, head_dim, 4, device=device)[: head_dim // 4].float()
@@ -27,16 +25,31 @@ def rope_tables(
     n = torch.arange(height * width, dtype=torch.float32, device=device)
     cols = n % width
     rows = torch.div(n, width, rounding_mode="floor")
-    angles = torch.cat((torch.outer(cols, freqs), torch.outer(rows, freqs)), dim=-1)  # (N, hd/2)
-    return angles.cos(), angles.sin()
+    return torch.cat((torch.outer(cols, freqs), torch.outer(rows, freqs)), dim=-1)
 
 
-def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
-    """Rotate adjacent channel pairs (2j, 2j+1) of x (B, nh, N, hd) by the tables (N, hd/2)."""
-    pairs = x.float().unflatten(-1, (-1, 2))
-    even, odd = pairs[..., 0], pairs[..., 1]
-    rotated = torch.stack((even * cos - odd * sin, even * sin + odd * cos), dim=-1)
-    return rotated.flatten(-2).type_as(x)
+class Rotation:
+    """A RoPE rotation table for one grid, applied to (..., N, hd) tensors.
+
+    Channel pairs (2j, 2j+1) are rotated as complex numbers. MPS has no complex kernels, so there
+    the same rotation is done with cos/sin in real arithmetic.
+    """
+
+    def __init__(self, angles: torch.Tensor) -> None:
+        self.complex = angles.device.type != "mps"
+        if self.complex:
+            self.cis = torch.polar(torch.ones_like(angles), angles)  # (N, hd/2)
+        else:
+            self.cos, self.sin = angles.cos(), angles.sin()
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        """Rotate x (..., N, hd), where N equals the table's length."""
+        pairs = x.float().unflatten(-1, (-1, 2))
+        if self.complex:
+            return torch.view_as_real(torch.view_as_complex(pairs) * self.cis).flatten(-2).type_as(x)
+        even, odd = pairs[..., 0], pairs[..., 1]
+        out = torch.stack((even * self.cos - odd * self.sin, even * self.sin + odd * self.cos), dim=-1)
+        return out.flatten(-2).type_as(x)
 
 
 class RoPEAttention(nn.Module):
@@ -57,12 +70,12 @@ class RoPEAttention(nn.Module):
         self.k_proj = nn.Linear(kv_dim, dim)
         self.v_proj = nn.Linear(kv_dim, dim)
         self.out_proj = nn.Linear(dim, dim)
-        self._tables: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        self._tables: dict[tuple, Rotation] = {}
 
-    def _rope(self, grid: tuple[int, int], head_dim: int, device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    def _rotation(self, grid: tuple[int, int], head_dim: int, device: torch.device) -> Rotation:
         key = (grid, head_dim, device)
         if key not in self._tables:
-            self._tables[key] = rope_tables(grid[0], grid[1], head_dim, device=device)
+            self._tables[key] = Rotation(rope_angles(grid[0], grid[1], head_dim, device=device))
         return self._tables[key]
 
     def forward(
@@ -77,15 +90,21 @@ class RoPEAttention(nn.Module):
         q = split_heads(self.q_proj(q), self.num_heads)  # (B, nh, Nq, hd)
         k = split_heads(self.k_proj(k), self.num_heads)  # (B, nh, Nk, hd)
         v = split_heads(self.v_proj(v), self.num_heads)
-        cos, sin = self._rope(grid, q.shape[-1], q.device)
-        q = apply_rope(q, cos, sin)
+        rotate = self._rotation(grid, q.shape[-1], q.device)
+        nq = q.shape[-2]
+        q = rotate(q)
         n_rot = k.shape[-2] - num_k_exclude
         if n_rot > 0:
-            reps = n_rot // q.shape[-2]
-            if reps * q.shape[-2] != n_rot or (reps > 1 and not self.repeat_k):
-                raise ValueError(f"{n_rot} rotated keys are not a whole number of {q.shape[-2]}-token grids")
-            k_rot = apply_rope(k[:, :, :n_rot], cos.repeat(reps, 1), sin.repeat(reps, 1))
-            k = torch.cat((k_rot, k[:, :, n_rot:]), dim=2) if num_k_exclude else k_rot
+            reps = n_rot // nq
+            if reps * nq != n_rot or (reps > 1 and not self.repeat_k):
+                raise ValueError(f"{n_rot} rotated keys are not a whole number of {nq}-token grids")
+            # every memory frame is a grid like the query's: rotate them all with the same table
+            k_rot = rotate(k[:, :, :n_rot].unflatten(2, (reps, nq))).flatten(2, 3)  # (B, nh, n_rot, hd)
+            if num_k_exclude:
+                k = k.clone()
+                k[:, :, :n_rot] = k_rot
+            else:
+                k = k_rot
         return self.out_proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
