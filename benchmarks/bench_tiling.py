@@ -14,22 +14,26 @@ speed), fp32, ``torch.inference_mode``, ``--threads`` CPU threads:
    median over tiles of tiled / hand for the same tile.
 2. ``open``: an 8192 x 8192 uint16 zarr plane (chunks 1024) whose disk cache already holds the
    tiles a click needs (one ``predict`` by another predictor first). A fresh child process then
-   times ``open_image`` + ``set_image`` (window from a data sample) + the first ``predict``.
+   times ``open_image`` + ``set_image`` (window from a data sample) + the first ``predict``, for a
+   click held to 1 tile (a small object) and to 4 tiles (the disc) (``--open-tiles``), and then a
+   second ``predict`` (features in memory: decoding alone). Children alternate between the two.
 3. ``memory``: a 16384 x 16384 uint16 zarr plane (512 MiB, chunks 1024), dim noise with a bright
    disc of radius 700 across a tile corner. A fresh child opens it, sets it, clicks the disc and
    reports peak RSS (``ru_maxrss``) and the tiles encoded; then encodes the first tile row with
-   the default 2 GiB cache and reports RSS again.
+   the default 2 GiB cache (``--cache-mib`` to see evictions) and reports RSS again.
 
 With random weights every mask fills its whole tile, so growth would run to ``max_tiles`` (64
-tiles, minutes of encoding). Parts 2 and 3 therefore cap a prompt at ``--max-tiles`` (default 4,
-the tiles the disc spans); the encoded tiles follow the predictor's growth order, not the disc.
+tiles, minutes of encoding). Parts 2 and 3 therefore cap a prompt's tiles (part 3:
+``--max-tiles``, default 4, the tiles the disc spans); the encoded tiles then follow the
+predictor's growth order, not the disc.
 All sizes scale with the model input S (``--quick``: S = 256, so planes are 640, 2048, 4096).
 
 Usage::
 
-    .venv/bin/python benchmarks/bench_tiling.py               # ~6-9 min on 2 busy CPU cores
+    .venv/bin/python benchmarks/bench_tiling.py               # ~7 min on 2 shared CPU cores
     .venv/bin/python benchmarks/bench_tiling.py --quick       # smoke run at S = 256, ~1 min
     .venv/bin/python benchmarks/bench_tiling.py --parts overhead --repeats 3 --json out.json
+    .venv/bin/python benchmarks/bench_tiling.py --parts memory --cache-mib 256   # LRU evictions
 """
 
 from __future__ import annotations

@@ -421,7 +421,8 @@ class ImagePredictor:
             anchor_tiles = set(logits)
             queue = []
             for t, lg, _, _ in seed_out:
-                queue += self._expansions(t, lg[k], set(logits), prompt)
+                if len(logits) < self.max_tiles:
+                    queue += self._expansions(t, lg[k], set(logits), prompt)
             while queue and len(logits) < self.max_tiles:
                 tile, tp = queue.pop(0)
                 if tile.index in logits:
@@ -430,7 +431,8 @@ class ImagePredictor:
                 lg, _, low = self._decode(tile, tp, multimask=False)
                 logits[tile.index] = (tile, lg[0])
                 low_res.setdefault(tile.index, []).append(low[0])
-                queue += self._expansions(tile, lg[0], set(logits) | {t.index for t, _ in queue}, prompt)
+                if len(logits) < self.max_tiles:
+                    queue += self._expansions(tile, lg[0], set(logits) | {t.index for t, _ in queue}, prompt)
             masks.append(self._blend(logits, anchor_tiles))
             scores.append(float(np.mean([iou[k] for _, _, iou, _ in seed_out])))
             used |= set(logits)
