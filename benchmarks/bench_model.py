@@ -37,7 +37,6 @@ import os
 import platform
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -50,6 +49,8 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
+
+from _common import run_result_child  # noqa: E402
 
 from napari_sam2.model import Memory, Sam2Model, get_config  # noqa: E402
 from napari_sam2.model.checkpoint import load_checkpoint  # noqa: E402
@@ -384,20 +385,9 @@ def measure_memory(variant: str, impl: str, args, ckpt: Path) -> dict:
         "--variants", variant, "--image-size", str(args.image_size), "--device", args.device,
         "--threads", str(args.threads),
     ]  # fmt: skip
-    if os.name == "posix" and Path("/bin/sh").exists():
-        # Linux keeps ru_maxrss across exec, so a child spawned straight from this (large)
-        # process would report our peak; a shell that forks the child gives it a clean count.
-        cmd = ["/bin/sh", "-c", '"$0" "$@"; exit $?', *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(
-        f"memory child for {impl} {variant} failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}"
-    )
+    return run_result_child(cmd, f"memory child for {impl} {variant}")
 
 
-# ---------------------------------------------------------------------------- report
 def machine_info(args, device: torch.device) -> dict:
     cpu = platform.processor() or platform.machine()
     try:

@@ -49,7 +49,6 @@ import platform
 import pstats
 import resource
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -72,6 +71,9 @@ from napari_sam2.engine import (
 )
 from napari_sam2.engine.tiling import Tile, tile_starts
 from napari_sam2.model import VARIANTS, Sam2Model
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import run_result_child
 
 VARIANT = "sam2.1_hiera_tiny"
 SEED = 0
@@ -168,15 +170,7 @@ def run_child(kind: str, spec: dict, threads: int) -> dict:
     """Run this script as a fresh process for ``kind`` ("open" or "rss"); returns its RESULT."""
     cmd = [sys.executable, str(Path(__file__).resolve()), "--child", kind, "--child-spec", json.dumps(spec),
            "--threads", str(threads)]  # fmt: skip
-    if os.name == "posix" and Path("/bin/sh").exists():
-        # Linux keeps ru_maxrss across exec, so a child spawned straight from this (large) process
-        # would report our peak; a shell that forks the child gives it a clean count.
-        cmd = ["/bin/sh", "-c", '"$0" "$@"; exit $?', *cmd]
-    proc = subprocess.run(cmd, capture_output=True, text=True)
-    for line in proc.stdout.splitlines():
-        if line.startswith("RESULT "):
-            return json.loads(line[len("RESULT ") :])
-    raise RuntimeError(f"{kind} child failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    return run_result_child(cmd, f"{kind} child")
 
 
 # ---------------------------------------------------------------------------- 1. encoding overhead
