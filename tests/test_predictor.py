@@ -138,6 +138,16 @@ def test_encode_all_progress_cancel_and_cache(flood):
     assert pred.encode_all() == 9 and flood.encodes == 9  # the two finished tiles were kept
     pred.predict(Prompt(points=[[150, 150]], labels=[1]))
     assert flood.encodes == 9  # decoding reuses cached embeddings
+    calls.clear()
+    pred.predict(Prompt(points=[[150, 150]], labels=[1]), progress=lambda d, t: calls.append((d, t)))
+    assert [d for d, _ in calls] == list(range(1, len(calls) + 1)) and len(calls) >= 4
+    assert all(d <= t for d, t in calls)
+    seen = []
+    with pytest.raises(PredictorError, match="cancelled after 2 tiles"):
+        pred.predict(
+            Prompt(points=[[150, 150]], labels=[1]), progress=lambda d, t: seen.append(d), cancel=lambda: len(seen) >= 2
+        )
+    assert seen == [1, 2]
     pred.set_image(plane, window=(0, 5000))  # another intensity window: other embeddings
     pred.predict(Prompt(points=[[150, 150]], labels=[1]))
     assert flood.encodes > 9

@@ -383,6 +383,8 @@ class ImagePredictor:
         *,
         mask_input: Prediction | np.ndarray | None = None,
         multimask: bool = False,
+        progress: Progress | None = None,
+        cancel: Cancel | None = None,
     ) -> Prediction:
         """Segment one object on the current plane.
 
@@ -391,10 +393,14 @@ class ImagePredictor:
             mask_input: a previous :class:`Prediction` (its low-res logits refine the result, as in
                 SAM) or a plane-sized bool mask / logit array.
             multimask: return three candidate masks (whole, part, subpart) instead of one.
+            progress: ``progress(done, known)`` after each tile decoded (tiles not cached yet are
+                encoded first, about a second each on a CPU); ``known`` grows as the object is
+                found to continue into more tiles.
+            cancel: ``cancel()`` returning True stops before the next tile (PredictorError).
 
         Raises:
             PromptError: no prompt, or a prompt outside the plane.
-            PredictorError: no image set.
+            PredictorError: no image set, or cancelled.
         """
         _, grid = self._require_image()
         if prompt is None and mask_input is None:
@@ -407,8 +413,19 @@ class ImagePredictor:
         if not seeds:
             raise PromptError("the prompt has no positive click or box on the plane")
 
+        done = 0
+
+        def step(known: int) -> None:
+            nonlocal done
+            if cancel is not None and cancel():
+                raise PredictorError(f"prediction cancelled after {done} tiles")
+            done += 1
+            if progress is not None:
+                progress(done, max(done, known))
+
         seed_out = []
         for tile, tp in seeds:
+            step(len(seeds))
             tp.mask_logits = self._low_res_input(tile, mask_input, 0)
             seed_out.append((tile, *self._decode(tile, tp, multimask)))
         k_count = seed_out[0][1].shape[0]
@@ -428,6 +445,7 @@ class ImagePredictor:
                 if tile.index in logits:
                     continue
                 tp.mask_logits = self._low_res_input(tile, mask_input, k)
+                step(done + len(queue) + 1)
                 lg, _, low = self._decode(tile, tp, multimask=False)
                 logits[tile.index] = (tile, lg[0])
                 low_res.setdefault(tile.index, []).append(low[0])
