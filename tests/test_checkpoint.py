@@ -145,3 +145,36 @@ def test_official_name_offline_says_what_to_do(tmp_path, monkeypatch):
         napari_sam2.load_model("sam2.1_hiera_tiny", download=False)
     msg = str(err.value)
     assert "sam2.1_hiera_tiny.pt" in msg and str(tmp_path / "cache") in msg and "https://" in msg
+
+
+def test_official_name_downloads_through_the_verified_path(tiny_file, tmp_path, monkeypatch):
+    """load_model("sam2.1_hiera_tiny") fetches the file (here only from a mirror on 127.0.0.1) and
+    checks it against Meta's published size and SHA-256: our random-weight file is refused before
+    it is downloaded, and nothing is cached."""
+    import http.server
+    import threading
+
+    from napari_sam2.model import weights
+
+    path, _ = tiny_file
+    served = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, directory=str(path.parent), **kwargs)
+
+        def log_message(self, *args):
+            served.append(self.path)
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
+        mirror = f"http://127.0.0.1:{server.server_port}"
+        monkeypatch.setattr(weights, "_default_urls", lambda info: [f"{mirror}/{info.filename}"])
+        with pytest.raises(WeightsUnavailableError, match=r"announces [0-9,]+ bytes, but sam2\.1_hiera_tiny\.pt has 156,008,466"):
+            napari_sam2.load_model("sam2.1_hiera_tiny")
+    finally:
+        server.shutdown()
+    assert any("sam2.1_hiera_tiny.pt" in p for p in served)
+    assert not (tmp_path / "cache" / "sam2.1_hiera_tiny.pt").exists()

@@ -10,7 +10,7 @@ import torch
 
 from ..model import Sam2Config, Sam2Model
 from ..model.checkpoint import CheckpointError, load_checkpoint
-from ..model.weights import OFFICIAL_WEIGHTS, UnknownWeightsError, ensure_weights
+from ..model.weights import OFFICIAL_WEIGHTS, UnknownWeightsError, cache_dir, ensure_weights, tqdm_progress
 from .device import select_device
 
 __all__ = ["load_model"]
@@ -34,7 +34,8 @@ def load_model(
             :func:`napari_sam2.model.checkpoint.load_checkpoint`).
         device: "auto" (default: CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
         download: fetch official weights that are not cached yet.
-        progress: ``progress(done_bytes, total_bytes)`` during a download.
+        progress: ``progress(done_bytes, total_bytes)`` during a download; by default a tqdm bar
+            when stderr is a terminal.
 
     Raises:
         CheckpointError: the file is unreadable or not a SAM2 checkpoint.
@@ -53,6 +54,10 @@ def load_model(
                 f"{source!r} is neither a file nor an official model name; "
                 f"official names: {', '.join(OFFICIAL_WEIGHTS)}"
             )
-        path = ensure_weights(name, download=download, progress=progress)
+        if progress is None and download and not (cache_dir() / f"{name}.pt").is_file():
+            with tqdm_progress(f"downloading {name}.pt") as bar:
+                path = ensure_weights(name, download=download, progress=bar)
+        else:
+            path = ensure_weights(name, download=download, progress=progress)
         config = config or name
     return load_checkpoint(path, config=config).to(dev)
