@@ -48,7 +48,7 @@ def test_prompt_outside_plane():
 
 
 def _result(tag: float) -> FrameResult:
-    return FrameResult(torch.full((1, 1, 4, 4), tag), torch.full((1, 8), tag), torch.ones(1, 1))
+    return FrameResult(torch.full((1, 1, 4, 4), tag), torch.full((1, 8), tag), torch.ones(1, 1), torch.zeros(1, 2, 1, 1))
 
 
 def test_memory_selection_forward():
@@ -60,6 +60,14 @@ def test_memory_selection_forward():
     assert [(int(r.obj_ptr[0, 0]), s) for r, s in spatial] == [(2, 0), (9, 0), (3, 2), (4, 3), (5, 4), (6, 5), (7, 6)]
     # pointers: past conditioning frames only, then previous tracked frames up to min(12, 16) - 1 back
     assert [(d, int(r.obj_ptr[0, 0])) for d, r in pointers] == [(6, 2), (1, 7), (2, 6), (3, 5), (4, 4), (5, 3)]
+
+
+def test_released_frames_are_not_memories():
+    track = Track(1, cond={0: _result(0)}, tracked_only={1: _result(1), 2: _result(2)})
+    track.tracked_only[1].release()
+    spatial, pointers = select_memories(track, 3, reverse=False, num_frames=5)
+    assert [s for _, s in spatial] == [0, 6]  # frame 1 (slot 5) has no memory any more
+    assert [d for d, _ in pointers] == [3, 1, 2]  # but its pointer still counts
 
 
 def test_memory_selection_reverse_and_short_sequences():
@@ -116,3 +124,30 @@ def test_tracker_visits_every_frame_once_per_pass(small_tracker_model):
     assert fwd == [2, 3, 4] and back == [2, 1, 0]
     assert sorted(tracker.tracks[7].tracked_only) == [0, 1, 3, 4] and list(tracker.tracks[7].cond) == [2]
     assert encoded.count(3) == 1 and encoded.count(0) == 1
+
+
+def _stored(tracker):
+    return sum(
+        (r.memory is not None) + (r.low_res is not None) for t in tracker.tracks.values() for r in t.tracked_only.values()
+    )
+
+
+def test_memory_is_bounded_and_a_forward_pass_is_unchanged(small_tracker_model):
+    """Only the frames SAM2's memory can still read keep their memory and logits, so stored
+    tensors do not grow with the number of frames; a single pass gives the same masks."""
+    torch.manual_seed(1)
+    frames = torch.randn(24, 3, 128, 128)
+    results = {}
+    for retain in (None, "auto"):
+        tracker = Tracker(small_tracker_model, lambda i: frames[i], 24, (40, 50), retain=retain)
+        tracker.add_prompt(0, 1, Prompt(points=[[20, 25]], labels=[1]))
+        tracker.add_prompt(0, 2, Prompt(box=(5, 5, 30, 30)))
+        results[retain] = {t: {k: v.clone() for k, v in m.items()} for t, m in tracker.propagate()}
+        if retain is None:
+            assert _stored(tracker) == 2 * 2 * 23  # two objects, every tracked frame
+        else:
+            assert _stored(tracker) == 2 * 2 * 7  # per object: the last frame and the 6 before it
+            assert all(r.obj_ptr is not None for r in tracker.tracks[1].tracked_only.values())
+    for t in range(24):
+        for k in (1, 2):
+            assert torch.equal(results[None][t][k], results["auto"][t][k])

@@ -42,16 +42,23 @@ class FrameResult:
     """One object's result on one frame.
 
     Attributes:
-        low_res: mask logits at the decoder's resolution (1, 1, S/4, S/4), float32.
-        obj_ptr: object pointer (1, C). object_score: presence logit (1, 1).
+        low_res: mask logits at the decoder's resolution (1, 1, S/4, S/4), float32; None once
+            released (the frame fell out of the retained window and was already yielded).
+        obj_ptr: object pointer (1, C). object_score: presence logit (1, 1). Both are small and
+            always kept.
         memory: memory features (1, mem_dim, S/16, S/16) in :data:`MEMORY_DTYPE`, or None
-            until encoded.
+            until encoded or once released.
     """
 
-    low_res: torch.Tensor
+    low_res: torch.Tensor | None
     obj_ptr: torch.Tensor
     object_score: torch.Tensor
     memory: torch.Tensor | None = None
+
+    def release(self) -> None:
+        """Drop the large tensors (mask logits and memory), keeping pointer and score."""
+        self.low_res = None
+        self.memory = None
 
 
 @dataclass
@@ -90,7 +97,7 @@ def select_memories(
     spatial = [(r, 0) for r in track.cond.values()]
     for slot in range(1, num_maskmem):
         r = track.tracked_only.get(frame + step * (num_maskmem - slot))
-        if r is not None:
+        if r is not None and r.memory is not None:
             spatial.append((r, slot))
     pointers = [
         (abs(frame - t), r) for t, r in track.cond.items() if (t >= frame if reverse else t <= frame)
@@ -114,6 +121,12 @@ class Tracker:
         num_frames: length of the sequence.
         frame_hw: (H, W) of the original frames: prompts are given and masks returned at it.
         feature_cache: how many frames' image features to keep.
+        retain: how many tracked frames behind the current one keep their memory and mask
+            logits during propagation ("auto": ``num_maskmem - 1`` = 6, all that SAM2's memory
+            reads). Older frames keep only their object pointer (1 KB), so memory does not grow
+            with the number of frames; None keeps everything. A frame already released has no
+            logits for :meth:`frame_logits` (they were yielded when it was tracked) and gives
+            no previous-mask prompt to a later correction click.
     """
 
     def __init__(
@@ -123,6 +136,7 @@ class Tracker:
         num_frames: int,
         frame_hw: tuple[int, int],
         feature_cache: int = 2,
+        retain: int | str | None = "auto",
     ) -> None:
         if num_frames < 1:
             raise TrackerError("a sequence needs at least one frame")
@@ -134,6 +148,7 @@ class Tracker:
         self._features: OrderedDict[int, ImageFeatures] = OrderedDict()
         self._feature_cache = max(1, feature_cache)
         self._memory_pos: torch.Tensor | None = None
+        self.retain = model.config.num_maskmem - 1 if retain == "auto" else retain
 
     # ------------------------------------------------------------------ helpers
     @property
@@ -182,7 +197,7 @@ class Tracker:
         out = {}
         for obj_id, track in self.tracks.items():
             r = track.result(frame)
-            if r is not None:
+            if r is not None and r.low_res is not None:
                 out[obj_id] = self._to_frame_res(r.low_res)
         return out
 
@@ -208,7 +223,7 @@ class Tracker:
         feats = self.features(frame)
         first_visit = frame not in track.reverse_at
         prev = track.result(frame)
-        prev_logits = None if prev is None else prev.low_res.clamp(-32.0, 32.0)
+        prev_logits = None if prev is None or prev.low_res is None else prev.low_res.clamp(-32.0, 32.0)
         if first_visit:
             embed = self.model.embed_without_memory(feats)
         else:
@@ -281,4 +296,8 @@ class Tracker:
                     self._encode_memory(result, feats, from_clicks=False)
                     track.tracked_only[frame] = result
                 track.reverse_at[frame] = reverse
+                if self.retain is not None:  # the frame leaving SAM2's memory window
+                    old = track.tracked_only.get(frame + (1 if reverse else -1) * (self.retain + 1))
+                    if old is not None:
+                        old.release()
             yield frame, self.frame_logits(frame)

@@ -1,0 +1,261 @@
+"""Writing object masks into an integer labels volume without losing the user's work.
+
+Labels are a numpy array or a ``zarr.Array`` (in memory or on disk) of an integer dtype, 0 meaning
+background, shaped ``frame_shape + (H, W)``: ``(y, x)``, ``(z, y, x)``, ``(t, z, y, x)``... An index
+over the frame axes (``()``, ``(z,)``, ``(t, z)``) selects one ``(H, W)`` plane. :class:`LabelWriter`
+edits one plane at a time: it reads the plane once, computes the new plane in memory and writes it
+back with a single assignment, returning a :class:`PlaneEdit` that can be undone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import zarr
+
+__all__ = ["LabelError", "LabelWriter", "PlaneEdit", "create_labels", "seed_objects"]
+
+LabelArray = np.ndarray | zarr.Array
+
+
+class LabelError(ValueError):
+    """Labels, ids, masks or an index that cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True, eq=False)
+class PlaneEdit:
+    """One edit of one plane, enough to undo it.
+
+    Attributes:
+        index: the plane's index over the frame axes, e.g. ``(z,)``; ``()`` for 2D labels.
+        before: the plane before the edit, (H, W), labels dtype, a read-only copy.
+        after: the plane after the edit, (H, W), labels dtype, a read-only copy.
+        changed: number of voxels that changed (0: nothing was written).
+    """
+
+    index: tuple[int, ...]
+    before: np.ndarray
+    after: np.ndarray
+    changed: int
+
+    def undo(self, writer: LabelWriter) -> PlaneEdit:
+        """Restore ``before``; same as ``writer.revert(self)``."""
+        return writer.revert(self)
+
+
+class LabelWriter:
+    """Writes per-plane object masks into ``labels``, one object per voxel.
+
+    Args:
+        labels: writable numpy ndarray or ``zarr.Array``, integer dtype (signed or unsigned), shape
+            ``frame_shape + (H, W)`` with at least 2 dimensions; 0 is background.
+        overwrite: False (default): a voxel that belongs to another object (a non-zero id that is not
+            being written) is never changed. True: a written object takes such voxels where it wins.
+
+    Raises:
+        LabelError: not an array, a non-integer dtype, fewer than 2 dimensions, or read-only.
+    """
+
+    def __init__(self, labels: LabelArray, *, overwrite: bool = False) -> None:
+        _check_labels(labels)
+        if isinstance(labels, zarr.Array) and labels.read_only:
+            raise LabelError(
+                "the zarr labels array is read-only (opened with mode='r'); "
+                "open it with zarr.open_array(path, mode='r+') to write masks into it"
+            )
+        if isinstance(labels, np.ndarray) and not labels.flags.writeable:
+            raise LabelError(
+                "the labels array is read-only (writeable=False); pass a writable copy, e.g. labels.copy()"
+            )
+        self.labels = labels
+        self.overwrite = overwrite
+
+    def write(self, index: tuple[int, ...], logits: Mapping[int, np.ndarray]) -> PlaneEdit:
+        """Write the masks of some objects into one plane.
+
+        Each voxel gets at most one object: among the given objects whose logit is > 0 there, the
+        one with the highest logit wins (SAM2's non-overlap rule); ties go to the smaller id. Each
+        written object's region on this plane is replaced, not accumulated: a voxel labelled with
+        a written id that no written object wins now is cleared to 0. Voxels of ids not in
+        ``logits`` are kept, unless ``overwrite=True`` and a written object wins them.
+
+        The plane is read once, edited in memory and written back with one assignment, so an error
+        during the edit leaves the labels untouched; nothing is written when nothing changes.
+
+        Args:
+            index: one int per frame axis (``len == labels.ndim - 2``), each in range.
+            logits: object id (positive int that fits the labels dtype) -> (H, W) mask logits, any
+                real dtype, > 0 meaning inside (NaN counts as outside); a bool mask counts as +1/-1.
+
+        Returns:
+            The :class:`PlaneEdit`, to undo with :meth:`revert`.
+
+        Raises:
+            LabelError: a bad index, id or mask shape/dtype.
+        """
+        index = _check_index(self.labels, index)
+        ids = sorted(_check_id(self.labels.dtype, i) for i in logits)
+        plane_shape = tuple(self.labels.shape[-2:])
+        stack = np.stack([_as_logits(logits[i], i, plane_shape) for i in ids]) if ids else None
+
+        before = np.array(self.labels[_plane(index)], copy=True)  # (H, W), the only read
+        after = before.copy()
+        if stack is not None:  # (n_ids, H, W)
+            dtype = self.labels.dtype
+            best = stack.argmax(axis=0)  # first maximum: the smaller id wins ties
+            inside = np.take_along_axis(stack, best[None], axis=0)[0] > 0
+            winner = np.where(inside, np.asarray(ids, dtype=dtype)[best], 0).astype(dtype)  # (H, W)
+            mine = np.isin(before, np.asarray(ids, dtype=dtype))  # voxels of written ids
+            after[mine] = 0
+            claim = inside if self.overwrite else inside & ((before == 0) | mine)
+            after[claim] = winner[claim]
+
+        changed = int(np.count_nonzero(after != before))
+        if changed:
+            self._assign(index, after)
+        return _edit(index, before, after, changed)
+
+    def revert(self, edit: PlaneEdit) -> PlaneEdit:
+        """Restore ``edit.before``, if the plane still equals ``edit.after``.
+
+        Returns:
+            The inverse edit (reverting it redoes ``edit``).
+
+        Raises:
+            LabelError: the plane changed since the edit (undoing would lose newer work), or the edit
+                does not fit these labels.
+        """
+        index = _check_index(self.labels, edit.index)
+        current = np.asarray(self.labels[_plane(index)])
+        if current.shape != edit.after.shape or not np.array_equal(current, edit.after):
+            raise LabelError(
+                f"cannot undo the edit of plane {index}: the plane changed since (a later edit or the "
+                "user painted on it), so undoing would lose newer work; undo the later edits first"
+            )
+        if edit.changed:
+            self._assign(index, edit.before)
+        return _edit(index, edit.after, edit.before, edit.changed)
+
+    def _assign(self, index: tuple[int, ...], plane: np.ndarray) -> None:
+        """The single write of a whole plane."""
+        self.labels[_plane(index)] = plane
+
+
+def create_labels(
+    shape: tuple[int, ...],
+    *,
+    path: str | Path | None = None,
+    chunks: tuple[int, ...] | None = None,
+    dtype: str | np.dtype = "uint32",
+) -> LabelArray:
+    """Create an all-zero labels array: in memory (numpy) or on disk (zarr v3).
+
+    Args:
+        shape: ``frame_shape + (H, W)``, at least 2 positive ints.
+        path: where to create a zarr v3 array; None gives a numpy array. An existing path is
+            never overwritten.
+        chunks: zarr chunk shape; default one plane, ``(1, ..., 1, H, W)``, so that writing a plane
+            touches only that plane's chunks. Ignored without ``path``.
+        dtype: integer dtype.
+
+    Raises:
+        LabelError: bad shape or dtype, or ``path`` exists.
+    """
+    shape = tuple(shape)
+    dtype = np.dtype(dtype)
+    if len(shape) < 2 or not all(_is_int(n) and n > 0 for n in shape):
+        raise LabelError(f"labels shape must be frame_shape + (H, W) with positive sizes; got {shape}")
+    if not np.issubdtype(dtype, np.integer):
+        raise LabelError(f"labels dtype must be an integer dtype such as 'uint32'; got {dtype}")
+    shape = tuple(int(n) for n in shape)
+    if path is None:
+        return np.zeros(shape, dtype=dtype)
+    path = Path(path)
+    if path.exists():
+        raise LabelError(f"{path} already exists; choose a new path (existing labels are never overwritten)")
+    chunks = (1,) * (len(shape) - 2) + shape[-2:] if chunks is None else tuple(chunks)
+    if len(chunks) != len(shape):
+        raise LabelError(f"chunks {chunks} must have one entry per axis of shape {shape}")
+    return zarr.create_array(store=str(path), shape=shape, chunks=chunks, dtype=dtype, fill_value=0)
+
+
+def seed_objects(labels: LabelArray, index: tuple[int, ...]) -> dict[int, np.ndarray]:
+    """The (H, W) bool mask of every positive id on one plane, to seed a tracker from labels.
+
+    Negative ids (possible in signed dtypes) are not object ids and are left out.
+    """
+    _check_labels(labels)
+    plane = np.asarray(labels[_plane(_check_index(labels, index))])
+    return {int(i): plane == i for i in np.unique(plane) if i > 0}
+
+
+def _edit(index: tuple[int, ...], before: np.ndarray, after: np.ndarray, changed: int) -> PlaneEdit:
+    before, after = before.copy(), after.copy()
+    before.flags.writeable = after.flags.writeable = False
+    return PlaneEdit(index, before, after, changed)
+
+
+def _plane(index: tuple[int, ...]) -> tuple[int | slice, ...]:
+    return (*index, slice(None), slice(None))
+
+
+def _check_labels(labels: object) -> None:
+    if not isinstance(labels, np.ndarray | zarr.Array):
+        raise LabelError(
+            f"labels must be a numpy array or a zarr.Array; got {type(labels).__name__} "
+            "(load it with np.asarray, or create one with create_labels)"
+        )
+    if not np.issubdtype(labels.dtype, np.integer):
+        raise LabelError(
+            f"labels dtype must be an integer dtype (uint8/16/32/64 or int8/16/32/64); got {labels.dtype}; "
+            "convert with labels.astype('uint32')"
+        )
+    if labels.ndim < 2:
+        raise LabelError(f"labels must have at least 2 dimensions (..., H, W); got shape {labels.shape}")
+
+
+def _check_index(labels: LabelArray, index: tuple[int, ...]) -> tuple[int, ...]:
+    frames = tuple(labels.shape[:-2])
+    if not isinstance(index, tuple | list) or not all(_is_int(i) for i in index):
+        raise LabelError(f"index must be a tuple of ints, one per frame axis {frames}; got {index!r}")
+    index = tuple(int(i) for i in index)
+    if len(index) != len(frames) or any(not 0 <= i < n for i, n in zip(index, frames)):
+        raise LabelError(
+            f"index {index} does not address one plane: labels of shape {tuple(labels.shape)} need "
+            f"{len(frames)} index value(s), each in 0..size-1 of the frame axes {frames}"
+        )
+    return index
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int | np.integer) and not isinstance(value, bool)
+
+
+def _check_id(dtype: np.dtype, obj_id: object) -> int:
+    if not _is_int(obj_id):
+        raise LabelError(f"object ids must be positive ints; got {obj_id!r}")
+    obj_id = int(obj_id)
+    top = int(np.iinfo(dtype).max)
+    if not 0 < obj_id <= top:
+        raise LabelError(
+            f"object id {obj_id} does not fit labels of dtype {dtype} (ids must be 1..{top}); "
+            "use a smaller id or labels with a wider dtype such as uint32"
+        )
+    return obj_id
+
+
+def _as_logits(mask: object, obj_id: int, plane_shape: tuple[int, ...]) -> np.ndarray:
+    mask = np.asarray(mask)
+    if mask.dtype == np.bool_:
+        mask = np.where(mask, 1.0, -1.0)
+    elif not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
+        raise LabelError(f"mask of object {obj_id} must hold real logits or bools; got dtype {mask.dtype}")
+    if mask.shape != plane_shape:
+        raise LabelError(
+            f"mask of object {obj_id} has shape {mask.shape} but the labels plane is {plane_shape}; "
+            "resize the logits to the plane (H, W) first"
+        )
+    return np.where(np.isnan(mask), -np.inf, mask) if mask.dtype.kind == "f" else mask
