@@ -2,6 +2,7 @@
 
 from .cache import CacheKey, EmbeddingCache, weights_fingerprint
 from .device import DeviceError, autocast, select_device
+from .frames import FrameError, FrameSequence
 from .intensity import (
     IntensityWindow,
     WindowError,
@@ -11,6 +12,7 @@ from .intensity import (
     robust_window,
     to_model_input,
 )
+from .labels import LabelError, LabelWriter, PlaneEdit, create_labels, seed_objects
 from .models import load_model
 from .predictor import ImagePredictor, Prediction, PredictorError
 from .prompts import Prompt, PromptError, prompt_tensors, to_model_xy
@@ -25,6 +27,13 @@ __all__ = [
     "DeviceError",
     "autocast",
     "select_device",
+    "FrameError",
+    "FrameSequence",
+    "LabelError",
+    "LabelWriter",
+    "PlaneEdit",
+    "create_labels",
+    "seed_objects",
     "IntensityWindow",
     "WindowError",
     "apply_window",
