@@ -9,8 +9,8 @@ import pytest
 import tifffile
 import torch
 import zarr
-from zarr.storage import MemoryStore
 
+from counting_store import CountingStore
 from napari_sam2.engine import Prompt, Tracker
 from napari_sam2.engine.frames import FrameError, FrameSequence
 from napari_sam2.engine.intensity import (
@@ -142,18 +142,6 @@ def test_out_of_range_frame_is_an_index_error():
             seq(i)
         with pytest.raises(IndexError, match="outside the sequence"):
             seq.plane(i)
-
-
-class CountingStore(MemoryStore):
-    """A memory store that records the keys zarr reads."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.keys_read: list[str] = []
-
-    async def get(self, key, prototype=None, byte_range=None):
-        self.keys_read.append(key)
-        return await super().get(key, prototype, byte_range)
 
 
 def _chunks(store: CountingStore) -> list[str]:

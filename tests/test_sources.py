@@ -11,6 +11,7 @@ import tifffile
 import zarr
 from zarr.storage import MemoryStore
 
+from counting_store import CountingStore
 from napari_sam2.engine.sources import ImageSource, SourceError, open_image
 
 
@@ -20,18 +21,6 @@ def _dask():
 
 
 VOLUME = np.random.default_rng(0).integers(0, 60000, (5, 70, 90)).astype(np.uint16)  # (z, y, x)
-
-
-class CountingStore(MemoryStore):
-    """A memory store that records the keys zarr reads (metadata and chunks)."""
-
-    def __init__(self, *args, **kwargs):
-        super().__init__(*args, **kwargs)
-        self.keys_read: list[str] = []
-
-    async def get(self, key, prototype=None, byte_range=None):
-        self.keys_read.append(key)
-        return await super().get(key, prototype, byte_range)
 
 
 def _ome_zarr(path, levels, axes, zarr_format):
