@@ -184,6 +184,26 @@ class FrameSequence:
                 self._cache.popitem(last=False)
         return image
 
+    def crop(self, i: int, window, size: int) -> torch.Tensor:
+        """A square window of frame ``i`` as SAM2's input (3, size, size), float32 on the CPU.
+
+        ``window`` (a :class:`~napari_sam2.engine.tracker.Window`: row0, col0, height, width in plane
+        pixels) may reach past the plane; only the part inside is read, the rest is padded with the
+        window's low value (0 after windowing). Resized to ``size`` only if the window is not
+        ``size`` pixels wide (native resolution otherwise).
+        """
+        h, w = self.frame_hw
+        r0, c0 = max(window.row0, 0), max(window.col0, 0)
+        r1, c1 = min(window.row0 + window.height, h), min(window.col0 + window.width, w)
+        if r1 <= r0 or c1 <= c0:
+            raise FrameError(f"window {window} does not overlap the {h} x {w} frame")
+        part = apply_window(
+            self._source.region(self.source_index(i), slice(r0, r1), slice(c0, c1)), self._window
+        )
+        padded = np.zeros((window.height, window.width, *part.shape[2:]), np.float32)
+        padded[r0 - window.row0 : r1 - window.row0, c0 - window.col0 : c1 - window.col0] = part
+        return to_model_input(padded, size)
+
     def close(self) -> None:
         """Drop cached inputs and close the source if this sequence opened it (not a given ImageSource)."""
         self._cache.clear()

@@ -16,13 +16,38 @@ from pathlib import Path
 import numpy as np
 import zarr
 
-__all__ = ["LabelError", "LabelWriter", "PlaneEdit", "create_labels", "seed_objects"]
+__all__ = ["LabelError", "LabelWriter", "MaskPatch", "PlaneEdit", "create_labels", "seed_objects"]
 
 LabelArray = np.ndarray | zarr.Array
 
 
 class LabelError(ValueError):
     """Labels, ids, masks or an index that cannot be used; the message says what to change."""
+
+
+@dataclass(frozen=True, eq=False)
+class MaskPatch:
+    """Mask logits over a window of a plane, so a small object on a huge plane stays small.
+
+    Attributes:
+        logits: (h, w) real logits, > 0 inside; may be (0, 0) for "the object is absent here".
+        origin: plane (row, col) of ``logits[0, 0]``; the window may reach past the plane's border,
+            the part outside is ignored.
+    """
+
+    logits: np.ndarray
+    origin: tuple[int, int] = (0, 0)
+
+    @classmethod
+    def empty(cls) -> MaskPatch:
+        """An object absent from the plane (its voxels there are cleared when written)."""
+        return cls(np.zeros((0, 0), np.float32))
+
+    def full(self, plane_shape: tuple[int, int], fill: float = -np.inf) -> np.ndarray:
+        """The logits pasted into an (H, W) float32 array, ``fill`` outside the window."""
+        out = np.full(plane_shape, fill, np.float32)
+        _paste(out, self, plane_shape)
+        return out
 
 
 @dataclass(frozen=True, eq=False)
@@ -89,6 +114,7 @@ class LabelWriter:
             index: one int per frame axis (``len == labels.ndim - 2``), each in range.
             logits: object id (positive int that fits the labels dtype) -> (H, W) mask logits, any
                 real dtype, > 0 meaning inside (NaN counts as outside); a bool mask counts as +1/-1.
+                A :class:`MaskPatch` gives logits over a window only (outside it: outside).
 
         Returns:
             The :class:`PlaneEdit`, to undo with :meth:`revert`.
@@ -99,19 +125,26 @@ class LabelWriter:
         index = _check_index(self.labels, index)
         ids = sorted(_check_id(self.labels.dtype, i) for i in logits)
         plane_shape = tuple(self.labels.shape[-2:])
-        stack = np.stack([_as_logits(logits[i], i, plane_shape) for i in ids]) if ids else None
+        masks = {i: _as_patch(logits[i], i, plane_shape) for i in ids}
+        region = _union_box(list(masks.values()), plane_shape)  # (r0, c0, r1, c1) or None
 
         before = np.array(self.labels[_plane(index)], copy=True)  # (H, W), the only read
         after = before.copy()
-        if stack is not None:  # (n_ids, H, W)
-            dtype = self.labels.dtype
+        dtype = self.labels.dtype
+        if ids:
+            after[np.isin(before, np.asarray(ids, dtype=dtype))] = 0  # each written object is replaced
+        if region is not None:
+            r0, c0, r1, c1 = region
+            stack = np.full((len(ids), r1 - r0, c1 - c0), -np.inf, np.float32)  # (n_ids, h, w)
+            for layer, i in zip(stack, ids):
+                _paste(layer, masks[i], plane_shape, offset=(r0, c0))
             best = stack.argmax(axis=0)  # first maximum: the smaller id wins ties
             inside = np.take_along_axis(stack, best[None], axis=0)[0] > 0
-            winner = np.where(inside, np.asarray(ids, dtype=dtype)[best], 0).astype(dtype)  # (H, W)
-            mine = np.isin(before, np.asarray(ids, dtype=dtype))  # voxels of written ids
-            after[mine] = 0
-            claim = inside if self.overwrite else inside & ((before == 0) | mine)
-            after[claim] = winner[claim]
+            winner = np.where(inside, np.asarray(ids, dtype=dtype)[best], 0).astype(dtype)  # (h, w)
+            window = (slice(r0, r1), slice(c0, c1))
+            new = after[window]  # a view: free voxels are 0 here, written objects already cleared
+            claim = inside if self.overwrite else inside & (new == 0)
+            new[claim] = winner[claim]
 
         changed = int(np.count_nonzero(after != before))
         if changed:
@@ -247,13 +280,50 @@ def _check_id(dtype: np.dtype, obj_id: object) -> int:
     return obj_id
 
 
-def _as_logits(mask: object, obj_id: int, plane_shape: tuple[int, ...]) -> np.ndarray:
+def _as_patch(mask: object, obj_id: int, plane_shape: tuple[int, ...]) -> MaskPatch:
+    if isinstance(mask, MaskPatch):
+        logits = _as_logits(mask.logits, obj_id, None)
+        if logits.ndim != 2:
+            raise LabelError(f"the patch of object {obj_id} must be 2D (h, w); got shape {logits.shape}")
+        return MaskPatch(logits, (int(mask.origin[0]), int(mask.origin[1])))
+    return MaskPatch(_as_logits(mask, obj_id, plane_shape))
+
+
+def _clipped(patch: MaskPatch, plane_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """The part of the patch's window inside the plane, (r0, c0, r1, c1), or None if empty."""
+    (r0, c0), (h, w) = patch.origin, patch.logits.shape
+    r0c, c0c = max(r0, 0), max(c0, 0)
+    r1c, c1c = min(r0 + h, plane_shape[0]), min(c0 + w, plane_shape[1])
+    return (r0c, c0c, r1c, c1c) if r1c > r0c and c1c > c0c else None
+
+
+def _union_box(patches: list[MaskPatch], plane_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    boxes = [b for b in (_clipped(p, plane_shape) for p in patches) if b is not None]
+    if not boxes:
+        return None
+    r0, c0, r1, c1 = zip(*boxes)
+    return min(r0), min(c0), max(r1), max(c1)
+
+
+def _paste(
+    out: np.ndarray, patch: MaskPatch, plane_shape: tuple[int, ...], offset: tuple[int, int] = (0, 0)
+) -> None:
+    """Copy the in-plane part of ``patch`` into ``out``, whose [0, 0] is plane pixel ``offset``."""
+    box = _clipped(patch, plane_shape)
+    if box is None:
+        return
+    r0, c0, r1, c1 = box
+    (pr, pc), (orow, ocol) = patch.origin, offset
+    out[r0 - orow : r1 - orow, c0 - ocol : c1 - ocol] = patch.logits[r0 - pr : r1 - pr, c0 - pc : c1 - pc]
+
+
+def _as_logits(mask: object, obj_id: int, plane_shape: tuple[int, ...] | None) -> np.ndarray:
     mask = np.asarray(mask)
     if mask.dtype == np.bool_:
         mask = np.where(mask, 1.0, -1.0)
     elif not (np.issubdtype(mask.dtype, np.integer) or np.issubdtype(mask.dtype, np.floating)):
         raise LabelError(f"mask of object {obj_id} must hold real logits or bools; got dtype {mask.dtype}")
-    if mask.shape != plane_shape:
+    if plane_shape is not None and mask.shape != plane_shape:
         raise LabelError(
             f"mask of object {obj_id} has shape {mask.shape} but the labels plane is {plane_shape}; "
             "resize the logits to the plane (H, W) first"

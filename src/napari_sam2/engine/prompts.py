@@ -37,12 +37,20 @@ class Prompt:
     box: tuple[float, float, float, float] | None = None
 
     def __post_init__(self) -> None:
-        pts = np.asarray(self.points, dtype=np.float64).reshape(-1, 2) if np.size(self.points) else np.zeros((0, 2))
+        pts = (
+            np.asarray(self.points, dtype=np.float64).reshape(-1, 2)
+            if np.size(self.points)
+            else np.zeros((0, 2))
+        )
         labels = np.asarray(self.labels).reshape(-1)
         if len(pts) != len(labels):
-            raise PromptError(f"{len(pts)} points but {len(labels)} labels; give one label (1 or 0) per point")
+            raise PromptError(
+                f"{len(pts)} points but {len(labels)} labels; give one label (1 or 0) per point"
+            )
         if labels.size and not np.isin(labels, (POSITIVE, NEGATIVE)).all():
-            raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {sorted(set(labels.tolist()))}")
+            raise PromptError(
+                f"point labels must be 1 (positive) or 0 (negative), got {sorted(set(labels.tolist()))}"
+            )
         if not np.isfinite(pts).all():
             raise PromptError("point coordinates must be finite numbers")
         box = self.box
@@ -69,7 +77,9 @@ class Prompt:
                 raise PromptError(f"prompt at (row={r:g}, col={c:g}) lies outside the {h} x {w} plane")
 
 
-def to_model_xy(points_rc: np.ndarray | torch.Tensor, plane_hw: tuple[int, int], image_size: int) -> torch.Tensor:
+def to_model_xy(
+    points_rc: np.ndarray | torch.Tensor, plane_hw: tuple[int, int], image_size: int
+) -> torch.Tensor:
     """(N, 2) (row, col) plane pixels -> (N, 2) float32 (x, y) model-input pixels.
 
     The plane is stretched to ``image_size`` x ``image_size`` (SAM2's input is square).
@@ -81,11 +91,17 @@ def to_model_xy(points_rc: np.ndarray | torch.Tensor, plane_hw: tuple[int, int],
 
 
 def prompt_tensors(
-    prompt: Prompt, plane_hw: tuple[int, int], image_size: int, device: torch.device | str = "cpu"
+    prompt: Prompt,
+    plane_hw: tuple[int, int],
+    image_size: int,
+    device: torch.device | str = "cpu",
+    origin: tuple[float, float] = (0.0, 0.0),
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Model inputs for one prompt: coords (1, N, 2) (x, y) and labels (1, N) int32.
 
-    A box becomes two corner points with labels 2 and 3, placed before the clicks.
+    A box becomes two corner points with labels 2 and 3, placed before the clicks. ``origin`` is
+    the (row, col) in the prompt's coordinates of the model input's top-left corner, for a
+    window of ``plane_hw`` pixels cut from a larger plane (default: the whole plane).
     """
     pts = prompt.points
     labels = prompt.labels
@@ -93,5 +109,7 @@ def prompt_tensors(
         r0, c0, r1, c1 = prompt.box
         pts = np.concatenate([np.array([[r0, c0], [r1, c1]]), pts])
         labels = np.concatenate([np.array(BOX_LABELS), labels])
-    coords = to_model_xy(pts, plane_hw, image_size)
+    coords = to_model_xy(
+        np.asarray(pts, dtype=np.float64) - np.asarray(origin, dtype=np.float64), plane_hw, image_size
+    )
     return coords[None].to(device), torch.as_tensor(labels, dtype=torch.int32)[None].to(device)

@@ -16,7 +16,7 @@ All coordinates here are model-input pixels as (x, y); tensors are NCHW unless s
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -135,6 +135,18 @@ class Sam2Model(nn.Module):
     @property
     def dtype(self) -> torch.dtype:
         return self.no_obj_ptr.dtype
+
+    def with_image_size(self, image_size: int) -> Sam2Model:
+        """The same network at another input size, sharing this model's parameters (no copy).
+
+        SAM2's weights do not depend on the input size (position embeddings are resized to the
+        token grid), so e.g. a 1024 model can run on 256 x 256 crops at native resolution.
+        """
+        if image_size == self.config.image_size:
+            return self
+        other = Sam2Model(replace(self.config, image_size=image_size))
+        other.load_state_dict(self.state_dict(), assign=True)
+        return other.to(self.device).train(self.training)
 
     # ------------------------------------------------------------------ images
     def encode_image(self, images: torch.Tensor) -> ImageFeatures:
@@ -288,7 +300,9 @@ class Sam2Model(nn.Module):
             split = c // cfg.mem_dim
             if self.obj_ptr_tpos_proj is not None:
                 offsets = pointer_offsets.to(device=pointers.device, dtype=torch.float32)
-                tpe = self.obj_ptr_tpos_proj(sine_encoding_1d(offsets / max(max_pointer_offset, 1), c).to(dtype))
+                tpe = self.obj_ptr_tpos_proj(
+                    sine_encoding_1d(offsets / max(max_pointer_offset, 1), c).to(dtype)
+                )
             else:
                 tpe = pointers.new_zeros(p_count, cfg.mem_dim)
             # each C-wide pointer becomes C / mem_dim consecutive tokens sharing one position
