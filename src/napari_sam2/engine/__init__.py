@@ -12,13 +12,24 @@ from .intensity import (
     robust_window,
     to_model_input,
 )
-from .labels import LabelError, LabelWriter, PlaneEdit, create_labels, seed_objects
+from .labels import LabelError, LabelWriter, MaskPatch, PlaneEdit, create_labels, seed_objects
 from .models import load_model
 from .predictor import ImagePredictor, Prediction, PredictorError
 from .prompts import Prompt, PromptError, prompt_tensors, to_model_xy
 from .sources import ImageSource, SourceError, open_image
 from .tiling import Tile, TileGrid, TilingError
-from .tracker import FrameResult, Track, Tracker, TrackerError, select_memories
+from .timelapse import TimeReport, track_through_time
+from .tracker import (
+    FrameResult,
+    FrameStats,
+    RunReport,
+    Track,
+    Tracker,
+    TrackerError,
+    Window,
+    segment_bounds,
+    select_memories,
+)
 
 __all__ = [
     "CacheKey",
@@ -31,6 +42,7 @@ __all__ = [
     "FrameSequence",
     "LabelError",
     "LabelWriter",
+    "MaskPatch",
     "PlaneEdit",
     "create_labels",
     "seed_objects",
@@ -55,9 +67,15 @@ __all__ = [
     "Tile",
     "TileGrid",
     "TilingError",
+    "TimeReport",
+    "track_through_time",
     "FrameResult",
+    "FrameStats",
+    "RunReport",
     "Track",
     "Tracker",
     "TrackerError",
+    "Window",
+    "segment_bounds",
     "select_memories",
 ]
