@@ -6,6 +6,8 @@ written); segmentation quality is checked with the trained demo model elsewhere.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 import pytest
 import torch
@@ -44,9 +46,9 @@ CFG = Sam2Config(
 )
 
 
-def make_model(score_bias: float = 2.0, seed: int = 0) -> Sam2Model:
+def make_model(score_bias: float = 2.0, seed: int = 0, image_size: int = 64) -> Sam2Model:
     torch.manual_seed(seed)
-    model = Sam2Model(CFG).eval()
+    model = Sam2Model(replace(CFG, image_size=image_size)).eval()
     with torch.no_grad():  # "object present" (or absent) for sure, instead of a coin flip
         model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(score_bias)
     return model
