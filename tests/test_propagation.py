@@ -276,6 +276,14 @@ def test_bad_input_gives_clear_errors(model, clip):
         tracker.stats(4)
     with pytest.raises(TrackerError, match="window must be"):
         Tracker(model, lambda i: clip[i], 5, (H, W), window=50)
+    with pytest.raises(TrackerError, match=r"max_window \(32\) must be at least the window \(64\)"):
+        Tracker(
+            model,
+            FrameSequence(np.zeros((2, 300, 300), np.uint8), image_size=64),
+            2,
+            (300, 300),
+            max_window=32,
+        )
     with pytest.raises(TrackerError, match="crop"):
         Tracker(model, lambda i: clip[i], 5, (600, 600), window=64)
 
@@ -312,6 +320,9 @@ def test_windows_follow_the_object_at_native_resolution(model, big_stack):
     big = square(150, 250, half=50, shape=seq.frame_hw)
     tracker.add_mask(3, 2, big)
     assert tracker.tracks[2].pending[3].window == Window(50, 150, 200, 200)  # grown to twice the object
+    capped = Tracker(model, seq, 5, seq.frame_hw, max_window=100)
+    capped.add_mask(3, 2, big)
+    assert capped.tracks[2].pending[3].window == Window(100, 200, 100, 100)
     tracker.run()
     t1 = tracker.tracks[1]
     checked = 0

@@ -270,6 +270,9 @@ class Tracker:
             around it, fed to the model at w x w (the same weights run at input size w), grown
             to twice the object's extent when the object is larger (then resized to w). "auto"
             (default): None when the frame fits the model input (max(H, W) <= S), else S.
+        max_window: the largest side a window may grow to, in plane pixels (None: no limit
+            beyond covering the frame). Bounds the time and memory per frame for objects that
+            grow (or masks that leak); larger objects are cut at the window's edge.
     """
 
     def __init__(
@@ -281,6 +284,7 @@ class Tracker:
         feature_cache: int = 2,
         retain: int | str | None = "auto",
         window: int | str | None = "auto",
+        max_window: int | None = None,
     ) -> None:
         if num_frames < 1:
             raise TrackerError("a sequence needs at least one frame")
@@ -306,7 +310,10 @@ class Tracker:
                     "window tracking needs frames with a crop(i, window, size) method, such as a FrameSequence; "
                     "pass window=None to track whole frames"
                 )
+        if max_window is not None and window is not None and max_window < window:
+            raise TrackerError(f"max_window ({max_window}) must be at least the window ({window})")
         self.window = window
+        self.max_window = max_window
         self.net = model if window is None else model.with_image_size(window)
 
     # ------------------------------------------------------------------ helpers
@@ -356,6 +363,8 @@ class Tracker:
             box = (h / 2, w / 2, h / 2, w / 2)
         r0, c0, r1, c1 = box
         side = max(self.window, math.ceil(2 * max(r1 - r0, c1 - c0)))
+        if self.max_window is not None:
+            side = min(side, self.max_window)
         return Window(
             _place((r0 + r1) / 2, side, self.frame_hw[0]),
             _place((c0 + c1) / 2, side, self.frame_hw[1]),
@@ -374,6 +383,8 @@ class Tracker:
             return None
         cr, cc = window.row0 + window.height / 2, window.col0 + window.width / 2
         side = 2 * window.height
+        if self.max_window is not None and side > self.max_window:
+            return None
         return Window(_place(cr, side, self.frame_hw[0]), _place(cc, side, self.frame_hw[1]), side, side)
 
     def _touches_border(self, result: FrameResult) -> bool:
