@@ -11,7 +11,9 @@ Cases (each side by side in one process, same seeded random weights, same frames
    the masks are not meaningful, so windows are capped at 256 (``max_window``) to time the mode
    itself; results are not compared (they differ by design: other pixels, another input size).
 
-Timing order is ref, ours, ours, ref (ABBA); the ratio is total ref time / total ours time
+Timing order is ref, ours, ours, ref (ABBA), with one torch thread by default: on a 2-core machine
+shared with other work, two threads make small matrix products up to 20x slower while a neighbour
+holds the other core, which would measure the neighbour rather than the code; the ratio is total ref time / total ours time
 (> 1: ours is faster). Peak RSS versus stack length comes from fresh processes running a keyframe
 run over a lazy zarr stack of 50, 200 and 1000 frames (a small random model at 256, as in
 ``tests/test_propagation_memory.py``).
@@ -66,7 +68,9 @@ def time_ref(ref, state, prompts):
     ref.reset_state(state)
     start = time.perf_counter()
     for obj, (r, c) in prompts.items():
-        ref.add_new_points_or_box(state, 0, obj, points=np.array([[c, r]], np.float32), labels=np.array([1], np.int32))
+        ref.add_new_points_or_box(
+            state, 0, obj, points=np.array([[c, r]], np.float32), labels=np.array([1], np.int32)
+        )
     out = {t: masks[:, 0].clone() for t, _, masks in ref.propagate_in_video(state)}
     return time.perf_counter() - start, out
 
@@ -98,11 +102,20 @@ def whole_frame_case(size: int, n: int, tmp: Path) -> dict:
     with torch.inference_mode():
         t_ref, t_ours, ref_out, ours_out = abba(
             lambda: time_ref(ref, state, prompts),
-            lambda: time_ours(lambda: Tracker(model, lambda i: images[i], n, (size, size), window=None), prompts),
+            lambda: time_ours(
+                lambda: Tracker(model, lambda i: images[i], n, (size, size), window=None), prompts
+            ),
         )
     diff = max(float((ref_out[t][0] - torch.from_numpy(ours_out[t][1])).abs().max()) for t in ref_out)
     same = all(torch.equal(ref_out[t][0] > 0, torch.from_numpy(ours_out[t][1]) > 0) for t in ref_out)
-    return {"case": f"whole {size}", "frames": n, "ref_s": t_ref, "ours_s": t_ours, "max_logit_diff": diff, "masks_identical": same}
+    return {
+        "case": f"whole {size}",
+        "frames": n,
+        "ref_s": t_ref,
+        "ours_s": t_ours,
+        "max_logit_diff": diff,
+        "masks_identical": same,
+    }
 
 
 def microscopy_case(n: int, tmp: Path) -> dict:
@@ -117,18 +130,25 @@ def microscopy_case(n: int, tmp: Path) -> dict:
     with torch.inference_mode():
         t_ref, t_ours, _, _ = abba(
             lambda: time_ref(ref, state, prompts),
-            lambda: time_ours(lambda: Tracker(model, seq, n, seq.frame_hw, window=256, max_window=256), prompts),
+            lambda: time_ours(
+                lambda: Tracker(model, seq, n, seq.frame_hw, window=256, max_window=256), prompts
+            ),
         )
     return {"case": "microscopy 2048, 3 objects, window 256", "frames": n, "ref_s": t_ref, "ours_s": t_ours}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--quick", action="store_true", help="smoke run: 256 only, 4 frames, RSS at 50/200 frames")
+    parser.add_argument(
+        "--quick", action="store_true", help="smoke run: 256 only, 4 frames, RSS at 50/200 frames"
+    )
     parser.add_argument("--frames", type=int, default=6)
     parser.add_argument("--json", type=Path, help="also write the results here")
+    parser.add_argument(
+        "--threads", type=int, default=1, help="torch threads (default 1: steady on a shared 2-core machine)"
+    )
     args = parser.parse_args()
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
@@ -142,7 +162,8 @@ def main() -> None:
             print(json.dumps(rows[-1]), flush=True)
         lengths = (50, 200) if args.quick else (50, 200, 1000)
         rss = {k: peak_mib(k, tmp / f"rss{k}") for k in lengths}
-    print("\ncase                                     frames  ref s/frame  ours s/frame  speed-up  identical")
+    print(f"\ntorch threads: {args.threads}")
+    print("case                                     frames  ref s/frame  ours s/frame  speed-up  identical")
     for r in rows:
         same = r.get("masks_identical")
         note = "n/a (by design)" if same is None else f"{same} (max diff {r['max_logit_diff']:.1e})"
@@ -150,7 +171,10 @@ def main() -> None:
             f"{r['case']:<40} {r['frames']:>6} {r['ref_s'] / r['frames']:>12.3f} {r['ours_s'] / r['frames']:>13.3f}"
             f" {r['ref_s'] / r['ours_s']:>9.2f}x  {note}"
         )
-    print("\npeak RSS of a keyframe run vs stack length (MiB): " + ", ".join(f"{k}: {v}" for k, v in rss.items()))
+    print(
+        "\npeak RSS of a keyframe run vs stack length (MiB): "
+        + ", ".join(f"{k}: {v}" for k, v in rss.items())
+    )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows, "peak_rss_mib": rss}, indent=2))
 
