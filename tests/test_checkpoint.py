@@ -178,3 +178,24 @@ def test_official_name_downloads_through_the_verified_path(tiny_file, tmp_path, 
         server.shutdown()
     assert any("sam2.1_hiera_tiny.pt" in p for p in served)
     assert not (tmp_path / "cache" / "sam2.1_hiera_tiny.pt").exists()
+
+
+
+def test_demo_name_and_offline_default(tmp_path, monkeypatch):
+    """``load_model("demo")`` loads the packaged demo file; without cached official weights the
+    default is the demo; a missing demo file says so and how to make one."""
+    from napari_sam2.engine import load_model, models
+    from napari_sam2.model.config import DEMO_CONFIG
+
+    monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))  # no official weights cached
+    monkeypatch.setattr(models, "DEMO_FILE", tmp_path / "data" / "demo_sam2.pt")
+    assert models.default_model_name() == "demo"
+    with pytest.raises(CheckpointError, match=r"does not ship one yet.*demo train --out"):
+        load_model("demo")
+    with pytest.raises(CheckpointError, match="does not ship one yet"):
+        load_model()  # the offline default
+    models.DEMO_FILE.parent.mkdir()
+    torch.manual_seed(0)
+    save_checkpoint(Sam2Model(DEMO_CONFIG), models.DEMO_FILE)
+    for model in (load_model("demo", device="cpu"), load_model(device="cpu"), models.default_model("cpu")):
+        assert model.config == DEMO_CONFIG and model.config.name == "demo"

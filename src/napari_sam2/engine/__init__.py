@@ -30,6 +30,7 @@ from .tracker import (
     segment_bounds,
     select_memories,
 )
+from .training import TrainingConfig, TrainingError, TrainingPair, TrainingResult, train
 
 __all__ = [
     "CacheKey",
@@ -67,6 +68,11 @@ __all__ = [
     "Tile",
     "TileGrid",
     "TilingError",
+    "TrainingConfig",
+    "TrainingError",
+    "TrainingPair",
+    "TrainingResult",
+    "train",
     "TimeReport",
     "track_through_time",
     "FrameResult",

@@ -1,4 +1,9 @@
-"""Load a SAM2 model by official name or from a file, onto the chosen device."""
+"""Load a SAM2 model by official name, from a file, or the shipped demo model, onto the chosen device.
+
+Without a name, :func:`default_model` picks the best model available offline: official weights
+already in the cache (smallest first), else the small demo model that ships inside the package
+(trained on synthetic nuclei; for trying the plugin, not for real data).
+"""
 
 from __future__ import annotations
 
@@ -10,14 +15,77 @@ import torch
 
 from ..model import Sam2Config, Sam2Model
 from ..model.checkpoint import CheckpointError, load_checkpoint
-from ..model.weights import OFFICIAL_WEIGHTS, UnknownWeightsError, cache_dir, ensure_weights, tqdm_progress
+from ..model.config import DEMO_CONFIG
+from ..model.weights import (
+    OFFICIAL_WEIGHTS,
+    UnknownWeightsError,
+    cache_dir,
+    cached_weights_path,
+    ensure_weights,
+    tqdm_progress,
+)
 from .device import select_device
 
-__all__ = ["load_model"]
+__all__ = [
+    "DEMO_NAME",
+    "DEFAULT_PREFERENCE",
+    "demo_checkpoint_path",
+    "default_model_name",
+    "default_model",
+    "load_model",
+]
+
+DEMO_NAME = "demo"
+"""Name of the small model shipped with the package: ``load_model("demo")``."""
+
+DEFAULT_PREFERENCE = (
+    "sam2.1_hiera_tiny",
+    "sam2.1_hiera_small",
+    "sam2.1_hiera_base_plus",
+    "sam2.1_hiera_large",
+)
+"""Official weights :func:`default_model` uses when they are already cached, in this order."""
+
+
+DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo_sam2.pt"
+"""Where the demo checkpoint lives inside the installed package."""
+
+
+def demo_checkpoint_path() -> Path:
+    """The demo checkpoint inside the installed package (``napari_sam2/data/demo_sam2.pt``).
+
+    Raises:
+        CheckpointError: the file is missing (a source checkout without the data folder).
+    """
+    path = DEMO_FILE
+    if not path.is_file():
+        raise CheckpointError(
+            f"no demo model at {path}: this version does not ship one yet (see docs/training.md). "
+            "Train it with: python -m napari_sam2.engine.demo train --out " + str(path) + ", "
+            "or load official weights, e.g. load_model('sam2.1_hiera_tiny')"
+        )
+    return path
+
+
+def default_model_name() -> str:
+    """The model :func:`default_model` loads, without loading it: the first cached official
+    weights of :data:`DEFAULT_PREFERENCE` (checked against their checksums), else ``"demo"``."""
+    for name in DEFAULT_PREFERENCE:
+        if cached_weights_path(name) is not None:
+            return name
+    return DEMO_NAME
+
+
+def default_model(device: str | torch.device | None = None) -> Sam2Model:
+    """The best model available without a download; see :func:`default_model_name`.
+
+    The demo model's config name is ``"demo"``, so messages and cache keys say which one is used.
+    """
+    return load_model(default_model_name(), device=device, download=False)
 
 
 def load_model(
-    source: str | os.PathLike,
+    source: str | os.PathLike | None = None,
     *,
     config: Sam2Config | str | None = None,
     device: str | torch.device | None = None,
@@ -27,9 +95,10 @@ def load_model(
     """Load a SAM2 model, in eval mode, on ``device``.
 
     Args:
-        source: a checkpoint file (official ``.pt`` layout or a bare state dict), or an official
-            name such as ``"sam2.1_hiera_tiny"`` (downloaded once into the weights cache).
-            An existing file wins over a name.
+        source: a checkpoint file (official ``.pt`` layout or a bare state dict), an official
+            name such as ``"sam2.1_hiera_tiny"`` (downloaded once into the weights cache), or
+            ``"demo"`` for the small model shipped with the package. An existing file wins over a
+            name. None: :func:`default_model` (cached official weights, else the demo model).
         config: the architecture, if it cannot be read from the file (see
             :func:`napari_sam2.model.checkpoint.load_checkpoint`).
         device: "auto" (default: CUDA, then MPS, then CPU), "cpu", "cuda", "cuda:N" or "mps".
@@ -43,7 +112,11 @@ def load_model(
             downloadable (the message says where to put them by hand).
         DeviceError: the device is not available.
     """
+    if source is None:
+        source = default_model_name()
     dev = select_device(device)
+    if str(source) == DEMO_NAME and not Path(source).is_file():
+        return load_checkpoint(demo_checkpoint_path(), config=config or DEMO_CONFIG).to(dev)
     path = Path(source)
     if not path.is_file():
         name = str(source).removesuffix(".pt")
@@ -52,7 +125,7 @@ def load_model(
                 raise CheckpointError(f"checkpoint file not found: {path}")
             raise UnknownWeightsError(
                 f"{source!r} is neither a file nor an official model name; "
-                f"official names: {', '.join(OFFICIAL_WEIGHTS)}"
+                f"official names: {', '.join(OFFICIAL_WEIGHTS)}, or {DEMO_NAME!r} for the shipped demo model"
             )
         if progress is None and download and not (cache_dir() / f"{name}.pt").is_file():
             with tqdm_progress(f"downloading {name}.pt") as bar:

@@ -165,3 +165,26 @@ def get_config(name: str) -> Sam2Config:
     if key not in VARIANTS:
         raise KeyError(f"unknown SAM2 variant {name!r}; known variants: {', '.join(VARIANTS)}")
     return VARIANTS[key]
+
+
+DEMO_CONFIG = Sam2Config(
+    name="demo",
+    trunk=HieraConfig(
+        embed_dim=24,
+        num_heads=1,
+        stages=(1, 2, 3, 1),
+        global_att_blocks=(5,),
+        window_spec=(8, 4, 8, 4),
+        pos_embed_size=(8, 8),
+    ),
+    image_size=256,
+    d_model=64,
+    mem_dim=32,
+    mem_attn_layers=2,
+    mem_attn_ffn_dim=256,
+    mem_fuser_layers=1,
+)
+"""The small demo model shipped with the package (``load_model("demo")``), trained from scratch on
+synthetic nuclei, cells and moving blobs (see ``napari_sam2/data/demo_sam2.json`` for the recipe).
+A 256-pixel input, a 7-block Hiera of width 24 and a 64-channel neck, memory and decoder; the mask
+decoder keeps SAM2's fixed 8 heads and 2048-wide MLP so Meta's code can build the same network."""

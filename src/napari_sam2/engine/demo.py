@@ -1,0 +1,231 @@
+"""The demo model: a small SAM2 trained from scratch on synthetic data, shipped with the package.
+
+It lets the plugin, the tests and the tutorials run offline, without Meta's weights. It knows
+only what :mod:`.synthetic` draws (fluorescent nuclei and cells, 2D, 3D and moving), so use an
+official model for real data. ``load_model("demo")`` loads it; :func:`.models.default_model`
+falls back to it when no official weights are cached.
+
+The one command that recreates it (``napari_sam2/data/demo_sam2.pt`` and the recipe with its
+metrics, ``demo_sam2.json``)::
+
+    python -m napari_sam2.engine.demo train --out src/napari_sam2/data/demo_sam2.pt
+
+and to score a checkpoint on held-out generated data::
+
+    python -m napari_sam2.engine.demo evaluate --model src/napari_sam2/data/demo_sam2.pt
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import platform
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..model import Sam2Model
+from ..model.checkpoint import load_checkpoint
+from ..model.config import DEMO_CONFIG
+from . import synthetic
+from .training import TrainingConfig, TrainingResult, train
+
+__all__ = ["DemoRecipe", "training_data", "heldout_data", "evaluate_demo", "train_demo", "main"]
+
+COMMAND = "python -m napari_sam2.engine.demo train --out src/napari_sam2/data/demo_sam2.pt"
+
+
+@dataclass(frozen=True)
+class DemoRecipe:
+    """Everything that determines the demo model.
+
+    Attributes:
+        training: the :class:`TrainingConfig`.
+        n_2d: generated 2D images (nuclei and cells alternate), seeds ``seed_2d + i``.
+        n_3d: generated z-stacks of nuclei, seeds ``seed_3d + i``.
+        n_moving: generated time series of moving nuclei, seeds ``seed_moving + i``.
+        shape_2d, shape_3d, shape_moving: their shapes.
+        threads: torch CPU threads (results are reproducible for a given thread count).
+        init_seed: seed of the random initial weights.
+    """
+
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(
+            steps=3000,
+            lr=3e-4,
+            weight_decay=0.05,
+            warmup_steps=200,
+            min_lr_ratio=0.05,
+            clip_frames=3,
+            max_objects=8,
+            correction_rounds=2,
+            prob_box=0.3,
+            prob_mask=0.1,
+            loss_focal=5.0,
+            seed=0,
+        )
+    )
+    n_2d: int = 64
+    n_3d: int = 12
+    n_moving: int = 12
+    shape_2d: tuple[int, int] = (256, 256)
+    shape_3d: tuple[int, int, int] = (32, 256, 256)
+    shape_moving: tuple[int, int, int] = (16, 256, 256)
+    seed_2d: int = 0
+    seed_3d: int = 1000
+    seed_moving: int = 2000
+    threads: int = 1
+    init_seed: int = 0
+
+
+HELDOUT_SEED = 90_000
+"""Held-out evaluation data uses seeds from here on, far from every training seed."""
+
+
+def _stack_2d(i: int, seed: int, shape) -> synthetic.SyntheticStack:
+    kind = ("nuclei", "cells")[i % 2]
+    n = int(np.random.default_rng(seed).integers(6, 17 if kind == "nuclei" else 10))  # cells are larger
+    return synthetic.nuclei_2d(shape, n, seed=seed, kind=kind)
+
+
+def training_data(recipe: DemoRecipe) -> list[synthetic.SyntheticStack]:
+    """The generated training stacks of ``recipe``."""
+    data = [_stack_2d(i, recipe.seed_2d + i, recipe.shape_2d) for i in range(recipe.n_2d)]
+    data += [synthetic.nuclei_3d(recipe.shape_3d, 8, seed=recipe.seed_3d + i) for i in range(recipe.n_3d)]
+    data += [
+        synthetic.moving_blobs(recipe.shape_moving, 6, seed=recipe.seed_moving + i)
+        for i in range(recipe.n_moving)
+    ]
+    return data
+
+
+def heldout_data(n_2d: int = 6, n_3d: int = 2) -> tuple[list, list]:
+    """(2D images, z-stacks) generated with seeds never used for training."""
+    images = [_stack_2d(i, HELDOUT_SEED + i, (256, 256)) for i in range(n_2d)]
+    stacks = [synthetic.nuclei_3d((32, 256, 256), 8, seed=HELDOUT_SEED + 500 + i) for i in range(n_3d)]
+    return images, stacks
+
+
+def evaluate_demo(model: Sam2Model, n_2d: int = 6, n_3d: int = 2) -> dict[str, float]:
+    """Mean 1-click IoU and box IoU on held-out 2D images, and z-propagation IoU on held-out
+    stacks, with the protocol of :func:`.evaluate.evaluate`."""
+    from .evaluate import evaluate
+
+    images, stacks = heldout_data(n_2d, n_3d)
+    clicks, boxes, volume, slices = [], [], [], []
+    for st in images:
+        report = evaluate(model, st.image, st.labels, axes="yx", propagate=False)
+        clicks += [r.click_iou for r in report.rows]
+        boxes += [r.box_iou for r in report.rows]
+    for st in stacks:
+        report = evaluate(model, st.image, st.labels, axes="zyx", propagate=True)
+        volume += [r.volume_iou for r in report.rows]
+        slices += [r.slice_iou for r in report.rows]
+    return {
+        "click_iou_2d": float(np.mean(clicks)),
+        "box_iou_2d": float(np.mean(boxes)),
+        "objects_2d": len(clicks),
+        "propagation_volume_iou_3d": float(np.mean(volume)),
+        "propagation_slice_iou_3d": float(np.mean(slices)),
+        "objects_3d": len(volume),
+    }
+
+
+def _jsonable(obj):
+    if dataclasses.is_dataclass(obj):
+        return {k: _jsonable(v) for k, v in dataclasses.asdict(obj).items()}
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    return obj
+
+
+def train_demo(
+    out: str | Path, recipe: DemoRecipe | None = None, *, log=print, command: str = COMMAND
+) -> dict:
+    """Train the demo model from scratch, save it to ``out`` and its recipe + metrics next to it
+    (same name, ``.json``). Returns the recipe dict."""
+    recipe = recipe or DemoRecipe()
+    out = Path(out)
+    torch.set_num_threads(recipe.threads)
+    data = training_data(recipe)
+    torch.manual_seed(recipe.init_seed)
+    model = Sam2Model(DEMO_CONFIG)
+    start = time.perf_counter()
+
+    def progress(step: int, total: int, loss: float) -> None:
+        if step % 50 == 0 or step == total:
+            log(f"step {step}/{total} loss {loss:.4f} ({time.perf_counter() - start:.0f} s)")
+
+    result: TrainingResult = train(model, data, recipe.training, device="cpu", out=out, progress=progress)
+    log(f"trained {result.steps} steps in {result.seconds:.0f} s; evaluating on held-out data")
+    t_eval = time.perf_counter()
+    metrics = evaluate_demo(model)
+    log(json.dumps(metrics))
+    info = {
+        "name": "demo",
+        "command": command,
+        "config": _jsonable(DEMO_CONFIG),
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "file_bytes": out.stat().st_size,
+        "recipe": _jsonable(recipe),
+        "training_seconds": round(result.seconds, 1),
+        "steps_done": result.steps,
+        "final_loss_parts": result.parts,
+        "loss_first_100": float(np.mean(result.losses[:100])),
+        "loss_last_100": float(np.mean(result.losses[-100:])),
+        "evaluation": {
+            "protocol": "napari_sam2.engine.evaluate.evaluate; held-out seeds from "
+            f"{HELDOUT_SEED} (2D nuclei/cells 256x256, 3D nuclei 32x256x256)",
+            "seconds": round(time.perf_counter() - t_eval, 1),
+            **metrics,
+        },
+        "machine": {
+            "python": sys.version.split()[0],
+            "torch": torch.__version__,
+            "platform": platform.platform(),
+            "processor": platform.processor() or platform.machine(),
+            "threads": recipe.threads,
+        },
+    }
+    out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
+    return info
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="python -m napari_sam2.engine.demo", description=__doc__.split("\n")[0]
+    )
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    p_train = sub.add_parser("train", help="train the demo model from scratch on generated data")
+    p_train.add_argument(
+        "--out", required=True, help="checkpoint to write (the recipe goes next to it as .json)"
+    )
+    p_train.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
+    p_train.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
+    p_eval = sub.add_parser("evaluate", help="score a checkpoint on held-out generated data")
+    p_eval.add_argument("--model", required=True)
+    args = parser.parse_args(argv)
+    if args.cmd == "train":
+        recipe = DemoRecipe()
+        changes = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
+        recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, **changes))
+        command = " ".join(
+            ["python -m napari_sam2.engine.demo", *(argv if argv is not None else sys.argv[1:])]
+        )
+        train_demo(args.out, recipe, log=lambda msg: print(msg, flush=True), command=command)
+    else:
+        model = load_checkpoint(args.model)
+        print(json.dumps(evaluate_demo(model), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
