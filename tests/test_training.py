@@ -10,7 +10,6 @@ import torch
 
 from conftest import require_reference
 from napari_sam2.engine import _train_prompts as tp
-from napari_sam2.engine import training as T
 from napari_sam2.engine.training import TrainingConfig, TrainingError, TrainingPair, train
 from napari_sam2.model import Sam2Model
 from napari_sam2.model.checkpoint import load_checkpoint
@@ -172,8 +171,8 @@ def test_training_frame_rules_equal_predict_frame():
         coords = torch.tensor([[[10.0, 12.0]], [[40.0, 30.0]]])
         labels = torch.ones(2, 1, dtype=torch.int32)
         for multimask in (True, False):
-            ours = T._frame_output(
-                model, model.decode(feats.embed, feats.high_res, coords, labels, None, multimask), multimask
+            ours = model.frame_output(
+                model.decode(feats.embed, feats.high_res, coords, labels, None, multimask), multimask
             )
             ref = model.predict_frame(feats.embed, feats.high_res, coords, labels, None, multimask)
             for name in ("low_res", "iou", "obj_ptr", "object_score"):

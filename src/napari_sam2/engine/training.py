@@ -49,7 +49,6 @@ from ..model import ImageFeatures, Memory, Sam2Model
 from ..model.checkpoint import save_checkpoint
 from ..model.mask_decoder import DecoderOutput
 from ..model.prompt_encoder import PAD
-from ..model.sam2_model import NO_OBJECT_LOGIT, FrameOutput
 from ._train_prompts import correction_click, first_click, jittered_box
 from .device import autocast, select_device
 from .intensity import IntensityWindow, apply_window, resolve_window, to_model_input
@@ -379,25 +378,6 @@ def _frame_loss(out: DecoderOutput, target: torch.Tensor, cfg: TrainingConfig) -
 
 
 # ---------------------------------------------------------------------------------------------- model steps
-def _frame_output(model: Sam2Model, out: DecoderOutput, multimask: bool) -> FrameOutput:
-    """The video rules of :meth:`Sam2Model.predict_frame` applied to a decoder output we keep for
-    the losses (a test checks both agree): presence gating, best-IoU mask, object pointer."""
-    b = out.masks.shape[0]
-    present = out.object_score > 0  # (B, 1)
-    masks = torch.where(present[:, :, None, None], out.masks, NO_OBJECT_LOGIT).float()
-    token = out.tokens[:, 0]
-    if multimask:
-        rows = torch.arange(b, device=masks.device)
-        best = out.iou.argmax(dim=-1)
-        low_res, iou = masks[rows, best].unsqueeze(1), out.iou[rows, best].unsqueeze(1)
-        if out.tokens.shape[1] > 1:
-            token = out.tokens[rows, best]
-    else:
-        low_res, iou = masks, out.iou
-    obj_ptr = model._gate_pointer(model.obj_ptr_proj(token), present.to(token.dtype))
-    return FrameOutput(low_res, iou, obj_ptr, out.object_score)
-
-
 def _expand(feats: ImageFeatures, k: int) -> ImageFeatures:
     return ImageFeatures(
         feats.embed.expand(k, -1, -1, -1),
@@ -452,7 +432,7 @@ def _clip_loss(
             multimask = labels.shape[1] <= 1  # as SAM2: several outputs for one click only
             dec = model.decode(embed, f0.high_res, coords, labels, mask_in, multimask, repeat_image=True)
             terms.append(_frame_loss(dec, masks[0], cfg))
-            out0 = _frame_output(model, dec, multimask)
+            out0 = model.frame_output(dec, multimask)
             if round_ == cfg.correction_rounds:
                 break
             pred = _to_binary(out0.low_res, s)
@@ -483,7 +463,7 @@ def _clip_loss(
         labels = torch.full((k, 1), PAD, dtype=torch.int32, device=dev)
         dec = model.decode(embed, ft.high_res, coords, labels, None, multimask=True)
         terms.append(_frame_loss(dec, masks[t], cfg))
-        out = _frame_output(model, dec, multimask=True)
+        out = model.frame_output(dec, multimask=True)
         result = FrameResult(out.low_res, out.obj_ptr, out.object_score)
         result.memory, _ = model.encode_memory(ft, out.low_res, out.object_score, from_clicks=False)
         track.tracked_only[t] = result

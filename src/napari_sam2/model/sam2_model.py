@@ -211,7 +211,17 @@ class Sam2Model(nn.Module):
         if coords is None:
             coords = embed.new_zeros(b, 1, 2)
             labels = torch.full((b, 1), PAD, dtype=torch.int32, device=embed.device)
-        out = self.decode(embed, high_res, coords, labels, mask_logits, multimask)
+        return self.frame_output(
+            self.decode(embed, high_res, coords, labels, mask_logits, multimask), multimask
+        )
+
+    def frame_output(self, out: DecoderOutput, multimask: bool) -> FrameOutput:
+        """The video rules applied to a decoder output (B objects): masks of objects whose presence
+        logit is <= 0 become ``NO_OBJECT_LOGIT``, with ``multimask`` the mask with the best predicted
+        IoU is chosen, and the object pointer is projected from the chosen mask token (the learned
+        "no object" pointer where absent). Training calls it on the decoder output it keeps for its
+        losses; :meth:`predict_frame` is ``decode`` followed by this."""
+        b = out.masks.shape[0]
         present = out.object_score > 0  # (B, 1)
         masks = torch.where(present[:, :, None, None], out.masks, NO_OBJECT_LOGIT).float()
         token = out.tokens[:, 0]
