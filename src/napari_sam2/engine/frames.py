@@ -192,16 +192,15 @@ class FrameSequence:
         window's low value (0 after windowing). Resized to ``size`` only if the window is not
         ``size`` pixels wide (native resolution otherwise).
         """
-        h, w = self.frame_hw
-        r0, c0 = max(window.row0, 0), max(window.col0, 0)
-        r1, c1 = min(window.row0 + window.height, h), min(window.col0 + window.width, w)
+        r0, c0, r1, c1 = window.inside(self.frame_hw)
         if r1 <= r0 or c1 <= c0:
-            raise FrameError(f"window {window} does not overlap the {h} x {w} frame")
+            raise FrameError(
+                f"window {window} does not overlap the {self.frame_hw[0]} x {self.frame_hw[1]} frame"
+            )
         part = apply_window(
             self._source.region(self.source_index(i), slice(r0, r1), slice(c0, c1)), self._window
         )
-        padded = np.zeros((window.height, window.width, *part.shape[2:]), np.float32)
-        padded[r0 - window.row0 : r1 - window.row0, c0 - window.col0 : c1 - window.col0] = part
+        padded = window.padded(part, self.frame_hw)
         return to_model_input(padded, size)
 
     def close(self) -> None:

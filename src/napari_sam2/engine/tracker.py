@@ -85,6 +85,24 @@ class Window:
     def hw(self) -> tuple[int, int]:
         return self.height, self.width
 
+    def inside(self, plane_hw: tuple[int, int]) -> tuple[int, int, int, int]:
+        """The part of the window within a plane of ``plane_hw`` pixels: (row0, col0, row1, col1),
+        ends exclusive (row1 <= row0 or col1 <= col0 when they do not overlap)."""
+        return (
+            max(self.row0, 0),
+            max(self.col0, 0),
+            min(self.row0 + self.height, plane_hw[0]),
+            min(self.col0 + self.width, plane_hw[1]),
+        )
+
+    def padded(self, part: np.ndarray, plane_hw: tuple[int, int]) -> np.ndarray:
+        """A window-sized array of zeros with ``part`` (the plane's pixels at :meth:`inside`, with
+        any trailing channel axis) in its place."""
+        r0, c0, r1, c1 = self.inside(plane_hw)
+        out = np.zeros((self.height, self.width, *part.shape[2:]), part.dtype)
+        out[r0 - self.row0 : r1 - self.row0, c0 - self.col0 : c1 - self.col0] = part
+        return out
+
     def contains(self, rc: np.ndarray) -> bool:
         """True if every (row, col) of ``rc`` (N, 2) lies inside the window."""
         rc = np.asarray(rc, dtype=np.float64).reshape(-1, 2)
@@ -822,8 +840,7 @@ class Tracker:
         predicted IoU below ``min_iou``, its area changed by more than ``max_area_change``
         (relative) from the neighbouring frame, or it vanished after being present there."""
         found = []
-        previous = {(s.frame, s.obj_id): s for s in self.stats()}
-        for s in previous.values():
+        for s in self.stats():
             if s.keyframe or s.stopped:
                 continue
             if s.present and s.iou < min_iou:
@@ -845,8 +862,5 @@ def _place(centre: float, side: int, n: int) -> int:
 
 def _cut(mask: np.ndarray, window: Window) -> np.ndarray:
     """The window's part of a plane-sized array, zero-padded where the window leaves the plane."""
-    out = np.zeros(window.hw, mask.dtype)
-    r0, c0 = max(window.row0, 0), max(window.col0, 0)
-    r1, c1 = min(window.row0 + window.height, mask.shape[0]), min(window.col0 + window.width, mask.shape[1])
-    out[r0 - window.row0 : r1 - window.row0, c0 - window.col0 : c1 - window.col0] = mask[r0:r1, c0:c1]
-    return out
+    r0, c0, r1, c1 = window.inside(mask.shape)
+    return window.padded(mask[r0:r1, c0:c1], mask.shape)
