@@ -33,6 +33,7 @@ import torch
 from ..model import Sam2Model
 from ..model.checkpoint import load_checkpoint
 from ..model.config import DEMO_CONFIG
+from ..model.scratch_init import localise_prompt_attention
 from . import synthetic
 from .training import TrainingConfig, TrainingResult, train
 
@@ -53,14 +54,17 @@ class DemoRecipe:
         shape_2d, shape_3d, shape_moving: their shapes.
         threads: torch CPU threads (results are reproducible for a given thread count).
         init_seed: seed of the random initial weights.
+        attention_gain: gain of :func:`~napari_sam2.model.scratch_init.localise_prompt_attention`
+            applied to the initial weights (None: plain random initialisation, which does not
+            learn which object a click selects within the recipe's steps).
     """
 
     training: TrainingConfig = field(
         default_factory=lambda: TrainingConfig(
-            steps=3000,
-            lr=3e-4,
+            steps=4000,
+            lr=1e-3,
             weight_decay=0.05,
-            warmup_steps=200,
+            warmup_steps=100,
             min_lr_ratio=0.05,
             clip_frames=3,
             max_objects=8,
@@ -82,6 +86,7 @@ class DemoRecipe:
     seed_moving: int = 2000
     threads: int = 1
     init_seed: int = 0
+    attention_gain: float | None = 3.0
 
 
 HELDOUT_SEED = 90_000
@@ -158,6 +163,8 @@ def train_demo(
     data = training_data(recipe)
     torch.manual_seed(recipe.init_seed)
     model = Sam2Model(DEMO_CONFIG)
+    if recipe.attention_gain is not None:
+        localise_prompt_attention(model, recipe.attention_gain)
     start = time.perf_counter()
 
     def progress(step: int, total: int, loss: float) -> None:
