@@ -52,7 +52,9 @@ class FloodFillBackend:
                 elif label == 0:
                     mask &= ~region
         if mask_logits is not None and coords is None:
-            prior = torch.nn.functional.interpolate(mask_logits, size=fg.shape, mode="bilinear")[0, 0].numpy() > 0
+            prior = (
+                torch.nn.functional.interpolate(mask_logits, size=fg.shape, mode="bilinear")[0, 0].numpy() > 0
+            )
             keep = np.unique(lab[prior & fg])
             mask |= np.isin(lab, keep[keep > 0])
         s4 = self.image_size // 4

@@ -46,7 +46,7 @@ def test_readme_three_lines(tiny_file, tmp_path, capsys, monkeypatch):
     path, _ = tiny_file
     monkeypatch.chdir(path.parent)
     exec(
-        'from napari_sam2 import load_model\n'
+        "from napari_sam2 import load_model\n"
         'model = load_model("sam2.1_hiera_tiny.pt")\n'
         "print(model.config.name, sum(p.numel() for p in model.parameters()))\n",
         {},
@@ -70,7 +70,9 @@ def test_sam20_file_into_sam21_model_lists_missing_keys(tmp_path):
     with pytest.raises(CheckpointError) as err:
         load_checkpoint(path, config="sam2.1_hiera_tiny")
     msg = str(err.value)
-    assert "3 missing entries" in msg and "no_obj_embed_spatial" in msg and "looks like 'sam2_hiera_tiny'" in msg
+    assert (
+        "3 missing entries" in msg and "no_obj_embed_spatial" in msg and "looks like 'sam2_hiera_tiny'" in msg
+    )
 
 
 def test_truncated_file(tiny_file, tmp_path):
@@ -172,13 +174,15 @@ def test_official_name_downloads_through_the_verified_path(tiny_file, tmp_path, 
         monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
         mirror = f"http://127.0.0.1:{server.server_port}"
         monkeypatch.setattr(weights, "_default_urls", lambda info: [f"{mirror}/{info.filename}"])
-        with pytest.raises(WeightsUnavailableError, match=r"announces [0-9,]+ bytes, but sam2\.1_hiera_tiny\.pt has 156,008,466"):
+        with pytest.raises(
+            WeightsUnavailableError,
+            match=r"announces [0-9,]+ bytes, but sam2\.1_hiera_tiny\.pt has 156,008,466",
+        ):
             napari_sam2.load_model("sam2.1_hiera_tiny")
     finally:
         server.shutdown()
     assert any("sam2.1_hiera_tiny.pt" in p for p in served)
     assert not (tmp_path / "cache" / "sam2.1_hiera_tiny.pt").exists()
-
 
 
 def test_demo_name_and_offline_default(tmp_path, monkeypatch):

@@ -50,7 +50,9 @@ def test_trunk_neck_and_embeddings(pair):
     close(rb["backbone_fpn"][1], of.high_res[1], LOGIT_ATOL)  # after conv_s1
     close(rb["backbone_fpn"][2], of.embed, LOGIT_ATOL)
     close(rb["vision_pos_enc"][2], of.pos, LOGIT_ATOL)
-    close(rb["backbone_fpn"][2] + ref.no_mem_embed.view(1, -1, 1, 1), ours.embed_without_memory(of), LOGIT_ATOL)
+    close(
+        rb["backbone_fpn"][2] + ref.no_mem_embed.view(1, -1, 1, 1), ours.embed_without_memory(of), LOGIT_ATOL
+    )
     assert of.embed.abs().mean() > 0.01  # the features are not trivially zero
 
 
@@ -65,7 +67,12 @@ def _prompts(size):
             False,
             False,
         ),
-        "box": (torch.tensor([[[0.1 * s, 0.2 * s], [0.6 * s, 0.7 * s]]]), torch.tensor([[2, 3]], dtype=torch.int32), False, False),
+        "box": (
+            torch.tensor([[[0.1 * s, 0.2 * s], [0.6 * s, 0.7 * s]]]),
+            torch.tensor([[2, 3]], dtype=torch.int32),
+            False,
+            False,
+        ),
         "box_and_click": (
             torch.tensor([[[0.1 * s, 0.2 * s], [0.6 * s, 0.7 * s], [0.3 * s, 0.3 * s]]]),
             torch.tensor([[2, 3, 1]], dtype=torch.int32),
@@ -122,10 +129,14 @@ def test_reference_state_dict_loads_strictly(variant):
     cfg = compose(config_name=hydra_config_name(variant))
     ref_sd = instantiate(cfg.model, _recursive_=True).state_dict()
     ours = Sam2Model(VARIANTS[variant])
-    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == [(k, tuple(v.shape)) for k, v in ref_sd.items()]
+    assert [(k, tuple(v.shape)) for k, v in ours.state_dict().items()] == [
+        (k, tuple(v.shape)) for k, v in ref_sd.items()
+    ]
     ours.load_state_dict(ref_sd, strict=True)
-    assert torch.equal(ours.sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
-                       ref_sd["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"])
+    assert torch.equal(
+        ours.sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix,
+        ref_sd["sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix"],
+    )
 
 
 @pytest.mark.slow
@@ -145,7 +156,9 @@ def test_whole_image_path_equals_sam2_image_predictor(pair):
     img[100:200, 150:260] = (230, 60, 40)
     ref_pred = SAM2ImagePredictor(ref)
     ref_pred.set_image(img)
-    r_masks, r_iou, r_low = ref_pred.predict(point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1]))
+    r_masks, r_iou, r_low = ref_pred.predict(
+        point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1])
+    )
 
     pred = ImagePredictor(ours)
     pred.set_image(img, window=(0, 255))

@@ -82,9 +82,13 @@ def test_clip_two_objects_correction_and_reverse(tmp_path, variant):
     conditioning frames (``add_all_frames_to_correct_as_cond``), which is what ours always does."""
     ref, st, tr = setup(tmp_path, variant, add_all_frames_to_correct_as_cond=True)
 
-    _, ids, m = ref.add_new_points_or_box(st, 0, 1, points=np.array([[22, 30]], np.float32), labels=np.array([1], np.int32))
+    _, ids, m = ref.add_new_points_or_box(
+        st, 0, 1, points=np.array([[22, 30]], np.float32), labels=np.array([1], np.int32)
+    )
     assert_frame_equal(m, ids, tr.add_prompt(0, 1, Prompt(points=[[30, 22]], labels=[1])))  # (row, col)
-    _, ids, m = ref.add_new_points_or_box(st, 1, 2, box=np.array([10, 15, 40, 45], np.float32))  # (x0, y0, x1, y1)
+    _, ids, m = ref.add_new_points_or_box(
+        st, 1, 2, box=np.array([10, 15, 40, 45], np.float32)
+    )  # (x0, y0, x1, y1)
     assert_frame_equal(m, ids, tr.add_prompt(1, 2, Prompt(box=(15, 10, 45, 40))))
 
     r = {t: (i, m) for t, i, m in ref.propagate_in_video(st, start_frame_idx=1)}
@@ -95,7 +99,12 @@ def test_clip_two_objects_correction_and_reverse(tmp_path, variant):
     before = {t: o[t][1].clone() for t in o}
 
     _, ids, m = ref.add_new_points_or_box(
-        st, 4, 1, points=np.array([[40, 10]], np.float32), labels=np.array([0], np.int32), clear_old_points=False
+        st,
+        4,
+        1,
+        points=np.array([[40, 10]], np.float32),
+        labels=np.array([0], np.int32),
+        clear_old_points=False,
     )
     assert_frame_equal(m, ids, tr.add_prompt(4, 1, Prompt(points=[[10, 40]], labels=[0]), clear=False))
 
@@ -126,7 +135,9 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
     mem = torch.randn(2 * e * e + 12, 1, 64)
     mem_pos = torch.randn_like(mem)
     curr, curr_pos = feats.embed.flatten(2).permute(2, 0, 1), feats.pos.flatten(2).permute(2, 0, 1)
-    r_out = ref.memory_attention(curr=[curr], curr_pos=[curr_pos], memory=mem, memory_pos=mem_pos, num_obj_ptr_tokens=12)
+    r_out = ref.memory_attention(
+        curr=[curr], curr_pos=[curr_pos], memory=mem, memory_pos=mem_pos, num_obj_ptr_tokens=12
+    )
     o_out = ours.memory_attention(feats.embed, feats.pos, mem.transpose(0, 1), mem_pos.transpose(0, 1), 12)
     assert (r_out.permute(1, 2, 0).reshape(o_out.shape) - o_out).abs().max() <= LOGIT_ATOL
 
@@ -134,17 +145,25 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
     low = torch.randn(1, 1, SIZE // 4, SIZE // 4)
     score = torch.tensor([[1.0]])
     r_feats, r_pos = ref._encode_new_memory(
-        [feats.embed.flatten(2).permute(2, 0, 1)], [(e, e)], torch.nn.functional.interpolate(low, (SIZE, SIZE), mode="bilinear"), score, True
+        [feats.embed.flatten(2).permute(2, 0, 1)],
+        [(e, e)],
+        torch.nn.functional.interpolate(low, (SIZE, SIZE), mode="bilinear"),
+        score,
+        True,
     )
     o_feats, o_pos = ours.encode_memory(feats, low, score, from_clicks=True)
     assert (r_feats - o_feats).abs().max() <= LOGIT_ATOL
     assert (r_pos[0] - o_pos).abs().max() <= 1e-6
-    cond = ours.condition_on_memory(feats, [Memory(o_feats, o_pos, 0)], torch.randn(1, 2, 256), torch.tensor([0.0, 3.0]), 6)
+    cond = ours.condition_on_memory(
+        feats, [Memory(o_feats, o_pos, 0)], torch.randn(1, 2, 256), torch.tensor([0.0, 3.0]), 6
+    )
     assert cond.shape == feats.embed.shape and torch.isfinite(cond).all()
 
 
 def _click_and_propagate(ref, st, tr, frame=0):
-    ref.add_new_points_or_box(st, frame, 1, points=np.array([[22, 30]], np.float32), labels=np.array([1], np.int32))
+    ref.add_new_points_or_box(
+        st, frame, 1, points=np.array([[22, 30]], np.float32), labels=np.array([1], np.int32)
+    )
     tr.add_prompt(frame, 1, Prompt(points=[[30, 22]], labels=[1]))
     r = {t: m[0, 0].clone() for t, _, m in ref.propagate_in_video(st)}
     o = {t: m[1].clone() for t, m in tr.propagate()}
@@ -198,7 +217,12 @@ def test_one_frame_sam21_correction_gives_no_nan(tmp_path):
     _click_and_propagate(ref, st, tr)
     second = Prompt(points=[[30, 24]], labels=[1])
     _, _, r_mask = ref.add_new_points_or_box(
-        st, 0, 1, points=np.array([[24, 30]], np.float32), labels=np.array([1], np.int32), clear_old_points=False
+        st,
+        0,
+        1,
+        points=np.array([[24, 30]], np.float32),
+        labels=np.array([1], np.int32),
+        clear_old_points=False,
     )
     o_mask = tr.add_prompt(0, 1, second, clear=False)[1]
     assert (r_mask == -1024).all()  # the reference: the object vanished

@@ -77,7 +77,9 @@ def test_object_spanning_four_tiles_comes_out_whole(flood, click):
 
     clipped = ImagePredictor(flood, overlap=32, max_tiles=1)
     clipped.set_image(plane_with(truth, hw=hw))
-    assert iou(clipped.predict(Prompt(points=[click], labels=[1])).full(), truth) < 0.9  # what stitching fixes
+    assert (
+        iou(clipped.predict(Prompt(points=[click], labels=[1])).full(), truth) < 0.9
+    )  # what stitching fixes
 
 
 def test_long_object_across_many_tiles_and_edge_tiles(flood):
@@ -145,7 +147,9 @@ def test_encode_all_progress_cancel_and_cache(flood):
     seen = []
     with pytest.raises(PredictorError, match="cancelled after 2 tiles"):
         pred.predict(
-            Prompt(points=[[150, 150]], labels=[1]), progress=lambda d, t: seen.append(d), cancel=lambda: len(seen) >= 2
+            Prompt(points=[[150, 150]], labels=[1]),
+            progress=lambda d, t: seen.append(d),
+            cancel=lambda: len(seen) >= 2,
         )
     assert seen == [1, 2]
     pred.set_image(plane, window=(0, 5000))  # another intensity window: other embeddings
