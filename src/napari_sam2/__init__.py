@@ -1,8 +1,11 @@
 """napari-sam2: Segment Anything 2 (SAM2) for napari, for large microscopy images and volumes.
 
-Public API (more arrives with the image predictor, the CLI and the widget):
+Public API (the command line ``napari-sam2`` drives the same calls; see docs/api.md):
 
-* :func:`load_model` -- an official model by name (downloaded once) or a checkpoint file;
+* :func:`load_model` -- an official model by name (downloaded once), a checkpoint file or "demo";
+* :func:`segment`, :func:`propagate` -- prompts on planes -> labels, or propagated through z/t, on
+  arrays, files or napari layers, returning a :class:`SegmentationResult` with provenance;
+* :func:`replay` -- re-run the provenance a labels file carries; :func:`read_prompts` -- prompt files;
 * :func:`open_image` -- numpy, dask, zarr, OME-Zarr or TIFF, read lazily;
 * :class:`ImagePredictor` -- planes of any size (tiled at native resolution) + prompts -> masks;
 * :class:`Prompt` and :class:`Tracker` -- clicks/boxes/masks on frames, propagated by SAM2;
@@ -11,8 +14,8 @@ Public API (more arrives with the image predictor, the CLI and the widget):
 
 from importlib.metadata import PackageNotFoundError, version
 
+from .api import SegmentationResult, load_model, propagate, read_prompts, replay, segment
 from .engine.device import select_device
-from .engine.models import load_model
 from .engine.predictor import ImagePredictor
 from .engine.prompts import Prompt
 from .engine.sources import open_image
@@ -28,6 +31,11 @@ __all__ = [
     "__version__",
     "load_model",
     "open_image",
+    "segment",
+    "propagate",
+    "replay",
+    "read_prompts",
+    "SegmentationResult",
     "ImagePredictor",
     "select_device",
     "Prompt",

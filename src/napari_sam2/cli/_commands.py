@@ -1,0 +1,374 @@
+"""The subcommands of ``napari-sam2``: argument parsing helpers and one function per command."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import shutil
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+from .. import api
+from ..engine.cache import EmbeddingCache
+from ..engine.predictor import ImagePredictor
+from ..engine.provenance import labels_digest, python_script, read_labels, read_record
+from ..engine.sources import open_image
+
+_FAIL = 1
+
+
+# ---------------------------------------------------------------------------------------------- parsing
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def nonnegative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
+    return value
+
+
+def parse_window(text: str) -> tuple[float, float] | str | None:
+    """``auto`` -> None; ``LOW,HIGH`` -> (low, high); anything else is a CT preset name."""
+    if text.strip().lower() == "auto":
+        return None
+    if "," in text:
+        try:
+            low, high = (float(v) for v in text.split(","))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"a window is LOW,HIGH (two numbers), got {text!r}") from None
+        if low > high:
+            raise argparse.ArgumentTypeError(f"window low {low:g} is above high {high:g}")
+        return (low, high)
+    return text
+
+
+def parse_fixed(text: str) -> dict[str, int]:
+    """``t=3`` -> {"t": 3}."""
+    name, sep, value = text.partition("=")
+    if not sep or name.strip() not in ("t", "z"):
+        raise argparse.ArgumentTypeError(f"--fixed is AXIS=INDEX with AXIS t or z, got {text!r}")
+    return {name.strip(): nonnegative_int(value)}
+
+
+def parse_tracker_window(text: str) -> int | str | None:
+    if text in ("auto", "none"):
+        return None if text == "none" else text
+    return positive_int(text)
+
+
+def parse_frames(text: str) -> list[int]:
+    """``0-3,7`` -> [0, 1, 2, 3, 7]."""
+    out: list[int] = []
+    for part in text.split(","):
+        lo, sep, hi = part.partition("-")
+        try:
+            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"frames are like 0-3,7; got {text!r}") from None
+    return sorted(set(out))
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+@contextlib.contextmanager
+def progress_bar(desc: str, quiet: bool, unit: str = "it") -> Iterator:
+    """A ``progress(done, total)`` callback on a tqdm bar (stderr), or None when quiet."""
+    if quiet:
+        yield None
+        return
+    from tqdm import tqdm
+
+    bar = tqdm(desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True)
+
+    def update(done: int, total: int) -> None:
+        if bar.total != total:
+            bar.total = total
+            bar.refresh()
+        bar.update(done - bar.n)
+
+    try:
+        yield update
+    finally:
+        bar.close()
+
+
+def _exists(path: str, what: str) -> None:
+    if not Path(path).exists():
+        raise FileNotFoundError(f"{what} not found: {path}")
+
+
+def _prepare_out(args: argparse.Namespace) -> None:
+    out = Path(args.out)
+    if not out.name.lower().endswith((".tif", ".tiff", ".zarr")):
+        raise ValueError(f"--out {out}: labels are written as .tif/.tiff or .zarr")
+    if out.exists():
+        if not args.force:
+            raise ValueError(f"{out} exists; pass --force to replace it")
+        shutil.rmtree(out) if out.is_dir() else out.unlink()
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+
+def _inputs(args: argparse.Namespace) -> None:
+    _exists(args.image, "image")
+    _exists(args.prompts, "prompts file")
+
+
+def _summary(result: api.SegmentationResult) -> str:
+    import numpy as np
+
+    ids = set()
+    for index in np.ndindex(*result.labels.shape[:-2]) if result.labels.ndim > 2 else [()]:
+        ids |= set(np.unique(np.asarray(result.labels[index])).tolist())
+    ids.discard(0)
+    return (
+        f"wrote {result.path}: {len(ids)} object(s), labels {list(result.labels.shape)} {result.labels.dtype}"
+    )
+
+
+# ---------------------------------------------------------------------------------------------- commands
+def segment(args: argparse.Namespace) -> int:
+    _inputs(args)
+    _prepare_out(args)
+    model = api._resolve_model(args.model, args.device)  # a missing model fails before the bar
+    with progress_bar("segment", args.quiet, "obj") as bar:
+        result = api.segment(
+            args.image,
+            args.prompts,
+            model=model,
+            window=args.window,
+            tile_size=args.tile_size,
+            overlap=args.overlap,
+            multimask=args.multimask,
+            axes=args.axes,
+            channel=args.channel,
+            cache_dir=args.cache_dir,
+            overwrite=args.overwrite_objects,
+            out=args.out,
+            device=args.device,
+            progress=bar,
+        )
+    print(_summary(result))
+    return 0
+
+
+def propagate(args: argparse.Namespace) -> int:
+    _inputs(args)
+    _prepare_out(args)
+    model = api._resolve_model(args.model, args.device)  # a missing model fails before the bar
+    with progress_bar("propagate", args.quiet, "frame") as bar:
+        result = api.propagate(
+            args.image,
+            args.prompts,
+            model=model,
+            axis=args.axis,
+            fixed=args.fixed,
+            window=args.window,
+            tracker_window=args.tracker_window,
+            max_window=args.max_window,
+            stop_after_absent=args.stop_after_absent,
+            axes=args.axes,
+            channel=args.channel,
+            overwrite=args.overwrite_objects,
+            out=args.out,
+            device=args.device,
+            progress=bar,
+        )
+    print(_summary(result))
+    return 0
+
+
+def embed(args: argparse.Namespace) -> int:
+    from ..model.weights import cache_dir
+
+    _exists(args.image, "image")
+    folder = Path(args.cache_dir) if args.cache_dir else cache_dir() / "embeddings"
+    net = api._resolve_model(args.model, args.device)
+    cache = EmbeddingCache(directory=folder)
+    pred = ImagePredictor(net, tile_size=args.tile_size, overlap=args.overlap, cache=cache)
+    with open_image(args.image, axes=args.axes, channel=args.channel) as source:
+        frames = list(source.frame_indices())
+        if args.frames is not None:
+            bad = [f for f in args.frames if f >= len(frames)]
+            if bad:
+                raise ValueError(
+                    f"--frames {bad} are beyond the image's {len(frames)} planes (0..{len(frames) - 1})"
+                )
+            frames = [frames[i] for i in args.frames]
+        pred.set_image(source, frame=frames[0], window=args.window)
+        per_plane = len(pred.grid.tiles)
+        total = per_plane * len(frames)
+        with progress_bar("embed", args.quiet, "tile") as bar:
+            for i, frame in enumerate(frames):
+                pred.set_image(source, frame=frame, window=args.window)
+                pred.encode_all(
+                    progress=None if bar is None else lambda d, _t, i=i: bar(i * per_plane + d, total)
+                )
+    stats = cache.stats
+    print(
+        f"{total} tile embedding(s) of {len(frames)} plane(s) in {folder}: "
+        f"{stats.misses} computed, {stats.hits} already cached"
+    )
+    return 0
+
+
+def replay(args: argparse.Namespace) -> int:
+    _exists(args.record, "labels or record")
+    record = read_record(args.record)
+    if args.script:
+        sys.stdout.write(python_script(record))
+        return 0
+    if args.out is not None:
+        args.force = False
+        _prepare_out(args)
+    with progress_bar("replay", args.quiet) as bar:
+        result = api.replay(
+            record, image=args.image, model=args.model, out=args.out, device=args.device, progress=bar
+        )
+    digest = labels_digest(result.labels)
+    expected = record.labels.get("sha256")
+    stored = Path(args.record)
+    if stored.suffix.lower() == ".json" or Path(str(stored) + ".sam2.json").is_file():
+        if digest == expected:
+            print(f"identical: the labels were reproduced bit for bit (sha256 {digest})")
+            return 0
+        print(
+            f"napari-sam2: the replayed labels differ (sha256 {digest}, recorded {expected})", file=sys.stderr
+        )
+        return _FAIL
+    import numpy as np
+
+    old, new = read_labels(stored), result.labels
+    differ = sum(
+        int(np.count_nonzero(np.asarray(old[i]) != np.asarray(new[i])))
+        for i in (np.ndindex(*old.shape[:-2]) if old.ndim > 2 else [()])
+    )
+    if digest == expected and not differ:
+        print(f"identical: the labels were reproduced bit for bit (sha256 {digest})")
+        return 0
+    edited = " (the file was changed after napari-sam2 wrote it)" if labels_digest(old) != expected else ""
+    print(
+        f"napari-sam2: the replayed labels differ from {stored} in {differ} voxel(s){edited}", file=sys.stderr
+    )
+    return _FAIL
+
+
+def models(args: argparse.Namespace) -> int:
+    from ..engine import models as m
+    from ..model import weights as w
+
+    if args.action == "path":
+        print(w.cache_dir())
+        return 0
+    if args.action == "list":
+        folder = w.cache_dir()
+        print(f"{'name':24} {'size':>9}  {'cached':6}  sha256")
+        for name, info in w.OFFICIAL_WEIGHTS.items():
+            size = f"{info.size_bytes / 2**20:.0f} MiB" if info.size_bytes else "?"
+            cached = "yes" if (folder / info.filename).is_file() else "no"
+            print(f"{name:24} {size:>9}  {cached:6}  {(info.sha256 or '?')[:16]}")
+        print(
+            f"{m.DEMO_NAME:24} {'':>9}  {'yes' if m.DEMO_FILE.is_file() else 'no':6}  (shipped with the package)"
+        )
+        print(f"cache folder: {folder}")
+        return 0
+    if args.action == "download":
+        for name in args.names:
+            info = w.get_weights_info(name)
+            with w.tqdm_progress(f"downloading {info.filename}") as bar:
+                path = w.ensure_weights(info, progress=bar)
+            print(f"{info.name}: {path} (verified)")
+        return 0
+    # verify
+    names = args.names or [n for n, i in w.OFFICIAL_WEIGHTS.items() if (w.cache_dir() / i.filename).is_file()]
+    if not names:
+        print(f"no official weights cached in {w.cache_dir()}")
+        return 0
+    failed = missing = 0
+    for name in names:
+        info = w.get_weights_info(name)
+        path = w.cache_dir() / info.filename
+        if not path.is_file():
+            print(f"{info.name}: not cached ({path})")
+            missing += 1
+            continue
+        problem = w._problem_with_cached(info, path)
+        print(f"{info.name}: {'ok' if problem is None else 'FAILED: ' + problem}")
+        failed += problem is not None
+    return _FAIL if failed else (3 if missing else 0)
+
+
+def batch(args: argparse.Namespace) -> int:
+    from ..engine import batch as b
+
+    options = {
+        "window": args.window,
+        "axes": args.axes,
+        "channel": args.channel,
+        "overwrite": args.overwrite_objects,
+    }
+    jobs = b.plan(
+        args.inputs,
+        args.out_dir,
+        prompts=args.prompts,
+        mode=args.mode,
+        model=args.model,
+        suffix=f".{args.format}",
+        device=args.device,
+        threads=args.threads,
+        options=options,
+    )
+    with progress_bar("batch", args.quiet, "image") as bar:
+        report = b.run_batch(jobs, scheduler=args.scheduler, workers=args.workers, progress=bar)
+    print(
+        f"{len(report.done)} written, {len(report.skipped)} already done (verified), {len(report.failed)} failed"
+    )
+    for out, message in report.failed:
+        print(f"napari-sam2: error: {out}: {message}", file=sys.stderr)
+    return _FAIL if report.failed else 0
+
+
+def build_demo(show: bool = True):
+    """The demo viewer: the sample nuclei volume and the SAM2 widget docked, on the demo model.
+
+    Returns (viewer, widget). napari and the plugin are imported here only.
+    """
+    from ..engine.models import demo_checkpoint_path
+
+    demo_checkpoint_path()  # a clear error (exit 3) before a window opens
+    import napari
+
+    from ..plugin._sample import sample_nuclei_3d
+    from ..plugin._widget import Sam2Widget
+
+    viewer = napari.Viewer(show=show)
+    for layer_data in sample_nuclei_3d():
+        kwargs = layer_data[1] if len(layer_data) > 1 else {}
+        kind = layer_data[2] if len(layer_data) > 2 else "image"
+        getattr(viewer, f"add_{kind}")(layer_data[0], **(kwargs or {}))
+    widget = Sam2Widget(viewer)
+    viewer.window.add_dock_widget(widget, name="SAM2", area="right")
+    widget.set_model(api.load_model("demo", device="cpu"), name="demo")
+    return viewer, widget
+
+
+def demo(args: argparse.Namespace) -> int:
+    viewer, widget = build_demo(show=not args.no_gui)
+    if args.no_gui:
+        print(f"layers: {', '.join(layer.name for layer in viewer.layers)}; widget: {type(widget).__name__}")
+        viewer.close()
+        return 0
+    import napari
+
+    napari.run()
+    return 0
