@@ -1,5 +1,15 @@
 """Engine: arrays and prompts in, masks out. Never imports napari, qtpy or magicgui."""
 
+from .automask import (
+    AutoMask,
+    AutoMaskCancelled,
+    AutoMaskConfig,
+    AutoMaskError,
+    AutoReport,
+    generate_masks,
+    masks_to_labels,
+    segment_everything,
+)
 from .cache import CacheKey, EmbeddingCache, weights_fingerprint
 from .device import DeviceError, autocast, select_device
 from .frames import FrameError, FrameSequence
@@ -33,6 +43,14 @@ from .tracker import (
 from .training import TrainingConfig, TrainingError, TrainingPair, TrainingResult, train
 
 __all__ = [
+    "AutoMask",
+    "AutoMaskCancelled",
+    "AutoMaskConfig",
+    "AutoMaskError",
+    "AutoReport",
+    "generate_masks",
+    "masks_to_labels",
+    "segment_everything",
     "CacheKey",
     "EmbeddingCache",
     "weights_fingerprint",
