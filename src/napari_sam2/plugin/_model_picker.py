@@ -1,0 +1,98 @@
+"""The "Model" box of the widget: which SAM2 to use, on which device, and the task that loads it.
+
+The picker lists "demo", the official models and local checkpoint files. :meth:`ModelPicker.load_task`
+returns the work for the widget's task runner: it downloads an official model once (with progress
+in MiB and cancel) and loads it with :func:`napari_sam2.api.load_model`, which also remembers where
+the model came from (name or file, and its SHA-256) for provenance (*Copy as Python*).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
+
+from ..api import load_model  # records the model's source and checksum, for provenance
+from ..model.weights import OFFICIAL_WEIGHTS, cached_weights_path, download_weights
+from ._layers import LayerError
+
+__all__ = ["CHECKPOINT_FILE", "DEMO", "ModelPicker", "available_devices"]
+
+CHECKPOINT_FILE = "checkpoint file..."
+DEMO = "demo"
+
+
+def available_devices() -> list[str]:
+    """ "auto", "cpu", then "cuda" and "mps" where this torch build can use them."""
+    devices = ["auto", "cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+    if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+        devices.append("mps")
+    return devices
+
+
+class ModelPicker(QGroupBox):
+    """Model and device pickers, the Load button and a line saying which model is in use."""
+
+    def __init__(self) -> None:
+        super().__init__("Model")
+        form = QFormLayout(self)
+        self.model_combo = QComboBox()
+        self.model_combo.addItems([DEMO, *OFFICIAL_WEIGHTS, CHECKPOINT_FILE])
+        self.device_combo = QComboBox()
+        self.device_combo.addItems(available_devices())
+        self.load_button = QPushButton("Load")
+        row = QHBoxLayout()
+        row.addWidget(self.model_combo, 1)
+        row.addWidget(self.load_button)
+        form.addRow("Model", row)
+        form.addRow("Device", self.device_combo)
+        self.model_label = QLabel("no model loaded (Segment loads the selected one)")
+        self.model_label.setWordWrap(True)
+        form.addRow(self.model_label)
+        self.model_combo.activated.connect(self._on_choice)
+
+    def _on_choice(self, index: int) -> None:
+        if self.model_combo.itemText(index) == CHECKPOINT_FILE:
+            self.choose_checkpoint()
+
+    def choose_checkpoint(self, path: str | None = None) -> str | None:
+        """Add a local checkpoint file to the picker (a file dialog without ``path``)."""
+        if path is None:
+            path, _ = QFileDialog.getOpenFileName(
+                self, "SAM2 checkpoint", "", "PyTorch checkpoints (*.pt *.pth)"
+            )
+        if not path:
+            return None
+        self.model_combo.insertItem(self.model_combo.count() - 1, path)
+        self.model_combo.setCurrentText(path)
+        return path
+
+    def show_model(self, name: str, device: Any) -> None:
+        self.model_label.setText(f"model: {name} on {device}")
+
+    def load_task(
+        self, source: str | None = None, device: str | None = None
+    ) -> tuple[str, Callable[[Callable, Callable], Any]]:
+        """(the source to load, ``work(progress, cancel) -> Sam2Model``) for the picked or given model.
+
+        Raises:
+            LayerError: "checkpoint file..." is picked but no file was chosen.
+        """
+        source = source or self.model_combo.currentText()
+        device = device or self.device_combo.currentText()
+        if source == CHECKPOINT_FILE:
+            raise LayerError("choose a checkpoint file first (Model > checkpoint file...)")
+
+        def work(progress, cancel):
+            if source in OFFICIAL_WEIGHTS and cached_weights_path(source) is None:
+                mib = 2**20
+                download_weights(
+                    source,
+                    progress=lambda done, total: progress(done // mib, (total or 0) // mib),
+                    cancel=cancel,
+                )
+            return load_model(source, device=device, download=False)
+
+        return source, work

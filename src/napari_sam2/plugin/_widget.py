@@ -1,0 +1,393 @@
+"""The dock widget: clicks and boxes on an image layer -> objects in a Labels layer, in 2D, 3D and time.
+
+Thin by design, and composed of parts: the Data box (:class:`._data.DataPicker`), the Model box
+(:class:`._model_picker.ModelPicker`), the prompt layers (:class:`._prompts.PromptLayers`), the
+action buttons and keys (:class:`._actions.ActionPanel`), the progress/status strip and task runner
+(:class:`._tasks.TaskPanel`), the Prompts box (:class:`._prompt_panel.PromptPanel`), the long
+label-writing actions (:class:`._propagation.Propagation`) and undo/redo (:class:`._history.History`).
+Coordinates go through :mod:`._layers`, segmentation through :mod:`._ops` (the engine), undo through
+:class:`._session.Session`. Every button calls a public method, so tests and scripts drive the
+widget exactly as a user does.
+
+Keys (on the viewer): Shift-S segment, Shift-F propagate, Shift-N next object, Shift-X clear
+prompts, Shift-Z undo, Shift-Y redo, Shift-T (or T on the prompts layer) toggle click polarity,
+Shift-C cancel.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import napari.viewer
+import numpy as np
+from napari.layers import Image, Labels
+from qtpy.QtWidgets import QApplication, QVBoxLayout, QWidget
+
+from ..engine import ImagePredictor, PromptError
+from ..engine.provenance import ProvenanceRecord, python_script
+from ._actions import ActionPanel, bind_keys, unbind_keys
+from ._data import DataPicker
+from ._history import History
+from ._layers import ImageGeometry, frame_prompt
+from ._model_picker import ModelPicker
+from ._ops import RecordingWriter, segment_plane
+from ._prompt_panel import PromptPanel
+from ._prompts import PromptLayers
+from ._propagation import Propagation, where
+from ._provenance import session_record
+from ._session import PromptSnapshot, Session
+from ._tasks import USER_ERRORS, TaskPanel
+
+__all__ = ["Sam2Widget"]
+
+
+class Sam2Widget(QWidget):
+    """SAM2 in napari: pick an image, a model and a labels layer; click, segment, propagate.
+
+    Args:
+        viewer: the napari viewer.
+        threaded: run encoding and propagation in a thread worker (default: True unless the
+            environment variable NAPARI_SAM2_THREADS=0); False runs them in the GUI thread.
+
+    Attributes:
+        model: the model in use (a ``Sam2Model``, or any predictor ``Backend`` for segmentation
+            only); set it with :meth:`set_model` or the Load button.
+        session: the current object, click polarity and the undo/redo stacks.
+        runner: runs the long tasks; ``runner.threaded`` is the sync/threaded switch.
+        data, model_picker, prompt_panel, actions, tasks, prompts, propagation, history: the
+            parts (see the module docstring).
+        points_layer, shapes_layer: the prompt layers (created by :meth:`ensure_prompt_layers`).
+        last_report: the report of the latest propagation or segment-everything run.
+    """
+
+    def __init__(self, viewer: napari.viewer.Viewer, threaded: bool | None = None) -> None:
+        super().__init__()
+        self.viewer = viewer
+        self.session = Session()
+        self.model: Any = None
+        self.model_name = ""
+        self.predictor: ImagePredictor | None = None
+        self.last_report: Any = None
+        self.data = DataPicker(viewer)
+        self.model_picker = ModelPicker()
+        self.actions = ActionPanel(lambda name: getattr(self, name)())
+        self.tasks = TaskPanel(threaded)
+        self.prompts = PromptLayers(
+            viewer, self.session, self.data.require_image, self._on_prompts_changed, self.toggle_polarity
+        )
+        self.prompt_panel = PromptPanel()
+        self.propagation = Propagation(self)
+        self.history = History(self)
+        self.runner = self.tasks.runner
+        # the pickers and switches tests and scripts set directly
+        self.image_combo, self.labels_combo = self.data.image_combo, self.data.labels_combo
+        self.stack_axis_combo = self.data.stack_axis_combo
+        self.model_combo, self.device_combo = self.model_picker.model_combo, self.model_picker.device_combo
+        self.axis_combo, self.buttons = self.actions.axis_combo, self.actions.buttons
+        self.status_label, self.progress_bar = self.tasks.status_label, self.tasks.progress_bar
+        self.cancel_button, self.threaded_check = self.tasks.cancel_button, self.tasks.threaded_check
+        self.object_spin, self.polarity_button = (
+            self.prompt_panel.object_spin,
+            self.prompt_panel.polarity_button,
+        )
+        self.live_check, self.overwrite_check = (
+            self.prompt_panel.live_check,
+            self.prompt_panel.overwrite_check,
+        )
+        self._build()
+        self._connect()
+        self.refresh_layers()
+
+    def _build(self) -> None:
+        layout = QVBoxLayout(self)
+        for part in (self.data, self.model_picker, self.prompt_panel, self.actions, self.tasks):
+            layout.addWidget(part)
+        layout.addStretch(1)
+
+    def _connect(self) -> None:
+        self.model_picker.load_button.clicked.connect(lambda: self.load_model())
+        self.polarity_button.clicked.connect(lambda: self.toggle_polarity())
+        self.prompt_panel.prompt_layers_button.clicked.connect(lambda: self.ensure_prompt_layers())
+        self.object_spin.valueChanged.connect(self.set_object_id)
+        self.data.changed.connect(self._update_axes)
+        self.runner.progressed.connect(self._on_task_progress)
+        self.viewer.layers.events.inserted.connect(lambda e: self.refresh_layers())
+        self.viewer.layers.events.removed.connect(lambda e: self.refresh_layers())
+        self.viewer.dims.events.current_step.connect(self._on_slice_changed)
+        bind_keys(self.viewer, lambda name: getattr(self, name)())
+        self.destroyed.connect(lambda *_: unbind_keys(self.viewer))
+
+    def refresh_layers(self) -> None:
+        """Refill the image and labels pickers from the viewer's layers (keeps the selections)."""
+        self.data.refresh()
+        self.prompts.forget_removed()
+        self._update_axes()
+
+    def _update_axes(self) -> None:
+        layer = self.image_layer
+        self.stack_axis_combo.setEnabled(layer is not None and layer.ndim - bool(layer.rgb) == 3)
+        self.actions.set_axes(self.data.frame_axes())
+
+    # ------------------------------------------------------------------ state (see DataPicker)
+    @property
+    def image_layer(self) -> Image | None:
+        return self.data.image_layer
+
+    def geometry(self) -> ImageGeometry:
+        """Axes and level-0 shape of the selected image layer (see :func:`._layers.image_geometry`)."""
+        return self.data.geometry()
+
+    def current_frame(self) -> tuple[int, ...]:
+        """The frame index (t/z) of the selected image that the viewer shows."""
+        return self.data.current_frame()
+
+    def labels_layer(self, create: bool = True) -> Labels | None:
+        """The output Labels layer: the one picked, or a new one the image's size (``create``)."""
+        return self.data.labels_layer(create)
+
+    @property
+    def overwrite(self) -> bool:
+        return self.overwrite_check.isChecked()
+
+    @property
+    def last_error(self) -> str:
+        return self.tasks.last_error
+
+    # ------------------------------------------------------------------ model
+    def choose_checkpoint(self, path: str | None = None) -> str | None:
+        """Add a local checkpoint file to the model picker (a file dialog without ``path``)."""
+        return self.model_picker.choose_checkpoint(path)
+
+    def set_model(self, model: Any, name: str | None = None) -> None:
+        """Use ``model`` (a ``Sam2Model`` or a predictor ``Backend``) from now on; a name or a
+        checkpoint path is loaded first (as the Load button does)."""
+        if isinstance(model, str):
+            self.load_model(model)
+            return
+        self.model = model
+        config = getattr(model, "config", None)
+        self.model_name = name or (config.name if config is not None else type(model).__name__)
+        self.predictor = ImagePredictor(model)
+        self.model_picker.show_model(self.model_name, getattr(model, "device", "cpu"))
+
+    def load_model(
+        self, source: str | None = None, device: str | None = None, then: Callable | None = None
+    ) -> None:
+        """Load an official model (downloaded once, with progress), a checkpoint file or "demo"."""
+        try:
+            source, work = self.model_picker.load_task(source, device)
+        except USER_ERRORS as err:
+            self.tasks.error("Load model", err)
+            return
+
+        def done(model):
+            self.set_model(model, source)
+            if then is not None:
+                then()
+
+        self.tasks.start(f"load {source}", work, done, "Load model")
+
+    # ------------------------------------------------------------------ prompts (see PromptLayers)
+    @property
+    def points_layer(self):
+        return self.prompts.points
+
+    @property
+    def shapes_layer(self):
+        return self.prompts.shapes
+
+    def ensure_prompt_layers(self):
+        """Create (once) the prompts Points layer and the boxes Shapes layer over the image."""
+        return self.prompts.ensure()
+
+    def add_click(self, world: tuple[float, ...] | np.ndarray, positive: bool | None = None) -> None:
+        """Add a click at a world position (as a mouse click in the prompts layer does)."""
+        self.prompts.ensure()
+        if positive is not None and positive != self.session.positive:
+            self.toggle_polarity()
+        self.prompts.add_click(world)
+
+    def add_box(self, world_corners: np.ndarray) -> None:
+        """Add a box from two opposite world corners (as drawing a rectangle in the boxes layer)."""
+        self.prompts.add_box(world_corners)
+
+    def toggle_polarity(self) -> bool:
+        """Switch the next clicks between positive and negative; returns the new polarity."""
+        self.session.positive = not self.session.positive
+        self.prompts.set_defaults()
+        self.prompt_panel.show_polarity(self.session.positive)
+        return self.session.positive
+
+    def set_object_id(self, obj_id: int) -> None:
+        """Make ``obj_id`` the current object (new clicks and writes use it)."""
+        self.session.object_id = int(obj_id)
+        self.prompt_panel.show_object(obj_id)
+        self.prompts.set_defaults()
+
+    def _on_prompts_changed(self) -> None:
+        if self.live_check.isChecked():
+            self.segment(quiet=True)
+
+    def snapshot(self) -> PromptSnapshot:
+        """The prompt layers' contents now (for undo)."""
+        return self.prompts.snapshot()
+
+    def restore(self, snap: PromptSnapshot) -> None:
+        """Put the prompt layers back as they were in ``snap`` (without re-segmenting)."""
+        self.prompts.restore(snap)
+
+    def object_prompts(self, obj_id: int | None = None) -> tuple[np.ndarray, np.ndarray, list[np.ndarray]]:
+        """Clicks (N, ndim) with polarity (N,) and boxes of one object, in the image's data coordinates."""
+        return self.prompts.object_prompts(self.session.object_id if obj_id is None else obj_id)
+
+    # ------------------------------------------------------------------ actions
+    def segment(self, quiet: bool = False) -> None:
+        """Segment the current object on the current slice from its clicks and box there.
+
+        The plane's embedding is computed first if needed (in a worker); clicks that arrive
+        meanwhile are handled once it has finished. ``quiet``: a live update, no message when
+        there is nothing to segment.
+        """
+        if self.runner.busy:  # e.g. the slice is being encoded: segment (with the latest clicks) after it
+            self.tasks.queue(lambda: self.segment(quiet))
+            return
+        try:
+            image, geometry = self.data.require_image(), self.geometry()
+            if self.points_layer is None:
+                self.ensure_prompt_layers()
+            frame = self.current_frame()
+            prompt = frame_prompt(*self.object_prompts(), frame)
+            if prompt is None:
+                if not quiet:
+                    raise PromptError(
+                        f"object {self.session.object_id} has no positive click or box on this slice: click on "
+                        "the object in the 'SAM2 prompts' layer (or draw a box in 'SAM2 boxes'), then Segment"
+                    )
+                return
+            labels, source = self.labels_layer(), self.data.source(image, geometry)
+        except USER_ERRORS as err:
+            self.tasks.error("Segment", err)
+            return
+        if self.model is None:
+            self.load_model(then=lambda: self.segment(quiet))
+            return
+        obj, window = self.session.object_id, tuple(image.contrast_limits)
+        before, after, predictor = self.prompts.last, self.snapshot(), self.predictor
+
+        def work(progress, cancel):
+            return segment_plane(predictor, source, frame, prompt, window, progress, cancel)
+
+        def done(mask):
+            writer = RecordingWriter(labels.data, overwrite=self.overwrite)
+            writer.write(frame, {obj: mask})
+            self.record_step(f"segment object {obj}{where(geometry, frame)}", writer, before, after, obj, obj)
+            labels.refresh()
+            self.tasks.status(f"object {obj}: {int(mask.sum())} pixels{where(geometry, frame)}")
+
+        self.tasks.start("segment", work, done, "Segment")
+
+    def encode_current(self) -> None:
+        """Compute the current slice's embedding now, so that the next click only decodes."""
+        try:
+            image, geometry = self.data.require_image(), self.geometry()
+            frame, source = self.current_frame(), self.data.source(image, geometry)
+        except USER_ERRORS as err:
+            self.tasks.error("Encode", err)
+            return
+        if self.model is None:
+            self.load_model(then=self.encode_current)
+            return
+        predictor, window = self.predictor, tuple(image.contrast_limits)
+
+        def work(progress, cancel):
+            predictor.set_image(source, frame=frame, window=window)
+            return predictor.encode_all(progress, cancel)
+
+        self.tasks.start("encode", work, lambda n: None, "Encode")
+
+    def _on_slice_changed(self, event=None) -> None:
+        """In live, threaded mode: encode the new slice in the background, so the next click only decodes."""
+        if not (self.live_check.isChecked() and self.runner.threaded and self.model is not None):
+            return
+        if self.runner.busy or self.image_layer is None:
+            return
+        self.encode_current()
+
+    def propagate(self, axis: str | None = None) -> None:
+        """Propagate the current object along z, t or "z+t" (3D through time) from its prompted slices.
+
+        Without clicks or boxes for the object, its mask on the current slice in the labels layer
+        seeds it. Frames stream into the labels as they finish; Cancel keeps the frames written.
+        """
+        self.propagation.propagate(axis)
+
+    def propagate_all_labels(self, axis: str | None = None) -> None:
+        """Seed every object of the current labels slice and propagate them all along ``axis``."""
+        self.propagation.propagate_all_labels(axis)
+
+    def segment_everything(self, whole_stack: bool | None = None, **options: Any) -> None:
+        """Segment every object SAM2's automatic generator finds (``engine.automask.segment_everything``).
+
+        By default (the button with "whole stack" unticked) on the current slice only: new objects
+        get ids above every id in the labels and never take another object's voxels unless
+        "Overwrite" is on; then "Propagate labels on slice" carries them through the stack.
+        ``whole_stack`` (or the tick box): the engine's stack mode along the "Propagate along" axis,
+        which finds objects on seed frames and tracks them (a SAM2 model is needed). One undo step;
+        Cancel keeps what was written. ``options``: generator parameters (``points_per_side=16``).
+        """
+        self.propagation.segment_everything(whole_stack, **options)
+
+    def next_object(self) -> int:
+        """Finish the current object: its prompts are removed, the next free id becomes current."""
+        return self.history.next_object()
+
+    def clear_prompts(self) -> None:
+        """Remove the current object's clicks and boxes (its labels stay; Undo brings them back)."""
+        self.history.clear_prompts()
+
+    def undo(self) -> None:
+        """Undo the last step (a segmentation, a propagation, next object, clear prompts)."""
+        self.history.undo()
+
+    def redo(self) -> None:
+        """Redo the last undone step."""
+        self.history.redo()
+
+    def cancel(self) -> None:
+        """Stop the running task at its next frame or tile; finished frames stay written."""
+        self.tasks.cancel()
+
+    # ------------------------------------------------------------------ provenance
+    def provenance_record(self) -> ProvenanceRecord:
+        """This session as one call of the public API (see :func:`._provenance.session_record`)."""
+        return session_record(self)[0]
+
+    def copy_as_python(self) -> str | None:
+        """Put a Python script that makes these labels again on the clipboard (and return it).
+
+        The script calls ``napari_sam2.segment`` or ``propagate`` with the current clicks and boxes
+        (:func:`napari_sam2.engine.provenance.python_script`); what it cannot redo is said in the
+        notification.
+        """
+        try:
+            record, caveats = session_record(self)
+        except USER_ERRORS as err:
+            self.tasks.error("Copy as Python", err)
+            return None
+        script = python_script(record)
+        QApplication.clipboard().setText(script)
+        note = f" (note: {'; '.join(caveats)})" if caveats else ""
+        self.tasks.info(f"the Python script is on the clipboard{note}")
+        return script
+
+    # ------------------------------------------------------------------ plumbing
+    def record_step(self, what, writer, before, after, obj_before, obj_after) -> None:
+        """Record a finished action as one undo step (see :meth:`._history.History.record`)."""
+        self.history.record(what, writer, before, after, obj_before, obj_after)
+
+    def _on_task_progress(self, done: int, total: int, label: str) -> None:
+        if label in ("propagate", "segment everything"):  # frames stream into the labels as they finish
+            labels = self.data.existing_labels()
+            if labels is not None:
+                labels.refresh()
