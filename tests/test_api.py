@@ -11,7 +11,9 @@ import tifffile
 import torch
 import zarr
 
-from napari_sam2 import Prompt, api, propagate, read_prompts, segment
+from napari_sam2 import Prompt, api, propagate, read_prompts, segment, segment_everything
+from napari_sam2.engine import automask
+from napari_sam2.engine.automask import AutoMaskError
 from napari_sam2.engine.frames import FrameSequence
 from napari_sam2.engine.labels import LabelError, LabelWriter
 from napari_sam2.engine.predictor import ImagePredictor
@@ -47,9 +49,29 @@ def save_tiny(folder: Path) -> Path:
     return save_checkpoint(Sam2Model(TINY), folder / "tiny.pt")
 
 
+def save_sharp(folder: Path) -> Path:
+    """:func:`save_tiny` for the automatic generator: a random decoder's logits are near 0, so its
+    filters would drop every mask; the mask outputs are scaled up, as tests/test_automask.py does."""
+    torch.manual_seed(0)
+    model = Sam2Model(TINY)
+    with torch.no_grad():
+        for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
+            mlp.layers[2].weight.mul_(300.0)
+    return save_checkpoint(model, folder / "sharp.pt")
+
+
+AUTO = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.5}
+"""Generator options under which :func:`save_sharp`'s model finds objects in :func:`make_volume`."""
+
+
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory) -> Path:
     return save_tiny(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def sharp_ckpt(tmp_path_factory) -> Path:
+    return save_sharp(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
@@ -131,6 +153,36 @@ def test_writes_into_a_labels_layer_and_keeps_other_objects(tiny_ckpt):
     layer = FakeLayer(painted)
     segment(vol, {(1, 1): CLICKS[(1, 1)]}, model=tiny_ckpt, labels=layer)
     assert layer.refreshed == 1 and (painted[1, 28:32, 33:37] == 9).all() and (painted == 1).sum() > 20
+
+
+def test_segment_everything_matches_the_engine_on_planes_stacks_and_layers(sharp_ckpt, tmp_path):
+    vol = make_volume()
+    model = api._resolve_model(sharp_ckpt, "cpu")
+    steps = []
+    plane = segment_everything(vol[1], model=sharp_ckpt, progress=lambda d, t: steps.append((d, t)), **AUTO)
+    expected = automask.segment_everything(model, vol[1], **AUTO).labels
+    assert np.array_equal(plane.labels, expected) and expected.any()
+    assert steps and steps[-1][0] == steps[-1][1]
+    rec = plane.record
+    assert rec.kind == "auto" and rec.prompts == [] and rec.propagation is None
+    assert rec.options["generator"]["points_per_side"] == 6 and rec.tiling == {"tile_size": 64, "overlap": 16}
+
+    stack = segment_everything(
+        FakeLayer(vol), model=sharp_ckpt, seed_spacing=2, out=tmp_path / "a.zarr", **AUTO
+    )
+    expected = automask.segment_everything(model, vol, seed_spacing=2, **AUTO)
+    assert isinstance(stack.labels, zarr.Array) and np.array_equal(stack.labels[:], expected.labels)
+    assert expected.labels.any() and stack.record.propagation["seed_frames"] == expected.seed_frames == [1, 3]
+
+    painted = np.zeros((60, 70), np.uint16)
+    painted[:3, :3] = 9  # the user's object: kept, and new ids start above it
+    layer = FakeLayer(painted)
+    segment_everything(vol[1], model=sharp_ckpt, labels=layer, **AUTO)
+    assert layer.refreshed == 1 and (painted[:3, :3] == 9).all() and painted.max() > 9
+    with pytest.raises(api.Cancelled, match="cancelled after 0 seed frame"):
+        segment_everything(vol, model=sharp_ckpt, cancel=lambda: True, **AUTO)
+    with pytest.raises(AutoMaskError, match="unknown generator option"):
+        segment_everything(vol, model=sharp_ckpt, points_per_sid=4)
 
 
 def test_cancel_keeps_whole_planes(tiny_ckpt):

@@ -37,4 +37,5 @@ def test_api_md_blocks_run(tmp_path, monkeypatch, capsys):
                 raise AssertionError(f"docs/api.md block {i} failed: {err!r}\n{block}") from err
     out = capsys.readouterr().out
     assert "zyx (16,) (96, 96)" in out and "(16, 96, 96) uint32" in out and "16/16 slices" in out
+    assert "auto [7]" in out
     assert (work / "out" / "nuclei_labels.tif").is_file() and (work / "nuclei_labels.zarr").is_dir()

@@ -12,17 +12,23 @@ import pytest
 import tifffile
 import zarr
 
-from napari_sam2 import propagate, segment
+from napari_sam2 import api, propagate, segment, segment_everything
 from napari_sam2.cli import EXIT_FAILURE, EXIT_MISSING, EXIT_USAGE, main
+from napari_sam2.engine import automask
 from napari_sam2.engine.provenance import read_labels, read_record
 from napari_sam2.engine.tiling import TileGrid
 from napari_sam2.model.weights import CACHE_ENV_VAR
-from test_api import CLICKS, TINY, make_volume, save_tiny, write_tiff
+from test_api import AUTO, CLICKS, TINY, make_volume, save_sharp, save_tiny, write_tiff
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def sharp_ckpt(tmp_path_factory):
+    return save_sharp(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
@@ -87,6 +93,24 @@ def test_segment_and_propagate_equal_the_api(capsys, tiny_ckpt, vol_file, prompt
     api = propagate(vol_file, CLICKS, model=tiny_ckpt)
     assert np.array_equal(zarr.open_array(str(tmp_path / "p.zarr"), mode="r")[:], api.labels)
     assert read_record(tmp_path / "p.zarr").prompts == api.record.prompts
+
+
+def test_auto_equals_the_api_and_the_engine(capsys, sharp_ckpt, vol_file, tmp_path):
+    options = ("--points-per-side", 6, "--pred-iou-thresh", 0, "--stability-score-thresh", 0.5)
+    argv = ("auto", vol_file, "--out", tmp_path / "a.tif", "--model", sharp_ckpt, "--seed-frames", "2,0")
+    code, out, err = run(capsys, *argv, *options)  # with its progress bar
+    assert code == 0 and "object(s), labels [4, 60, 70] uint32" in out and "auto" in err
+    cli = tifffile.imread(tmp_path / "a.tif")
+    ours = segment_everything(vol_file, model=sharp_ckpt, seed_frames=[2, 0], **AUTO)
+    engine = automask.segment_everything(
+        api._resolve_model(sharp_ckpt, "cpu"), make_volume(), seed_frames=[2, 0], **AUTO
+    )
+    assert np.array_equal(cli, ours.labels) and np.array_equal(ours.labels, engine.labels)
+    assert len(engine.objects) >= 1 and cli.any()
+    record = read_record(tmp_path / "a.tif")
+    assert record.kind == "auto" and record.propagation["seed_frames"] == [2, 0]
+    assert record.options["generator"] == ours.record.options["generator"]
+    assert record.options["generator"]["stability_score_thresh"] == 0.5
 
 
 def test_embed_fills_the_cache_that_segment_reads(capsys, tiny_ckpt, vol_file, prompts, tmp_path):
@@ -244,6 +268,28 @@ def torch_grad():
             EXIT_USAGE,
             "AXIS=INDEX",
         ),
+        (
+            ["auto", "{vol}", "--out", "{out}", "--pred-iou-thresh", "1.5"],
+            EXIT_USAGE,
+            "pred_iou_thresh must be a number in [0, 1]; got 1.5",
+        ),
+        (
+            ["auto", "{vol}", "--out", "{out}", "--points-per-side", "0"],
+            EXIT_USAGE,
+            "points_per_side must be an int in [1, 1024]; got 0",
+        ),
+        (["auto", "{vol}", "--out", "{out}", "--points-per-side", "8.5"], EXIT_USAGE, "invalid int value"),
+        (
+            ["auto", "{vol}", "--out", "{out}", "--crop-n-layers", "1", "--model", "{ckpt}"],
+            EXIT_USAGE,
+            "crop_n_layers=1 needs a plane that fits one model input",
+        ),
+        (
+            ["auto", "{vol}", "--out", "{out}", "--seed-frames", "1,7", "--model", "{ckpt}"],
+            EXIT_USAGE,
+            "seed_frames must be frame numbers in 0..3 along z",
+        ),
+        (["auto", "{missing}", "--out", "{out}"], EXIT_MISSING, "image not found"),
         (["replay", "{vol}"], EXIT_FAILURE, "carries no napari-sam2 provenance"),
         (["frobnicate"], EXIT_USAGE, "invalid choice"),
     ],

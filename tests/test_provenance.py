@@ -13,7 +13,8 @@ import tifffile
 import torch
 
 import napari_sam2
-from napari_sam2 import Prompt, propagate, replay, segment
+from napari_sam2 import Prompt, propagate, replay, segment, segment_everything
+from napari_sam2.cli import main
 from napari_sam2.engine.provenance import (
     ProvenanceError,
     labels_digest,
@@ -24,12 +25,17 @@ from napari_sam2.engine.provenance import (
 )
 from napari_sam2.model import Sam2Model
 from napari_sam2.model.checkpoint import save_checkpoint
-from test_api import CLICKS, TINY, make_volume, save_tiny, write_tiff
+from test_api import AUTO, CLICKS, TINY, make_volume, save_sharp, save_tiny, write_tiff
 
 
 @pytest.fixture(scope="module")
 def tiny_ckpt(tmp_path_factory):
     return save_tiny(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def sharp_ckpt(tmp_path_factory):
+    return save_sharp(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture
@@ -85,6 +91,24 @@ def test_replay_reproduces_labels_bit_for_bit(tiny_ckpt, vol_file, tmp_path):
         again = replay(tmp_path / name)
         assert np.array_equal(np.asarray(again.labels), original) and original.any()
         assert labels_digest(again.labels) == read_record(tmp_path / name).labels["sha256"]
+
+
+def test_replay_of_segment_everything_is_bit_exact(capsys, sharp_ckpt, vol_file, tmp_path):
+    stack = segment_everything(vol_file, model=sharp_ckpt, seed_spacing=2, out=tmp_path / "a.tif", **AUTO)
+    plane_file = write_tiff(tmp_path / "plane.tif", make_volume()[1])
+    plane = segment_everything(plane_file, model=sharp_ckpt, min_area=5, out=tmp_path / "p.zarr", **AUTO)
+    for name, result in (("a.tif", stack), ("p.zarr", plane)):
+        original = np.asarray(read_labels(tmp_path / name)[:])
+        assert original.any() and np.array_equal(original, np.asarray(result.labels[:]))
+        assert main(["replay", str(tmp_path / name), "-q"]) == 0  # re-runs and compares every voxel
+        assert "identical: the labels were reproduced bit for bit" in capsys.readouterr().out
+    assert np.array_equal(replay(tmp_path / "p.zarr").labels, plane.labels[:])
+    rec = read_record(tmp_path / "a.tif")
+    assert rec.propagation["seed_frames"] == [1, 3] and rec.options["generator"]["points_per_side"] == 6
+    script = stack.script()
+    assert "segment_everything(" in script and "seed_frames=[1, 3]" in script and "Prompt" not in script
+    assert "points_per_side=6," in script and "min_area=5," in plane.script()
+    compile(script, "script", "exec")
 
 
 def test_replay_refuses_a_changed_model_or_image(tiny_ckpt, vol_file, tmp_path):

@@ -5,6 +5,7 @@ Public API (the command line ``napari-sam2`` drives the same calls; see docs/api
 * :func:`load_model` -- an official model by name (downloaded once), a checkpoint file or "demo";
 * :func:`segment`, :func:`propagate` -- prompts on planes -> labels, or propagated through z/t, on
   arrays, files or napari layers, returning a :class:`SegmentationResult` with provenance;
+* :func:`segment_everything` -- automatic instance segmentation (no prompts) of a plane or a stack;
 * :func:`replay` -- re-run the provenance a labels file carries; :func:`read_prompts` -- prompt files;
 * :func:`open_image` -- numpy, dask, zarr, OME-Zarr or TIFF, read lazily;
 * :class:`ImagePredictor` -- planes of any size (tiled at native resolution) + prompts -> masks;
@@ -14,7 +15,15 @@ Public API (the command line ``napari-sam2`` drives the same calls; see docs/api
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .api import SegmentationResult, load_model, propagate, read_prompts, replay, segment
+from .api import (
+    SegmentationResult,
+    load_model,
+    propagate,
+    read_prompts,
+    replay,
+    segment,
+    segment_everything,
+)
 from .engine.device import select_device
 from .engine.predictor import ImagePredictor
 from .engine.prompts import Prompt
@@ -33,6 +42,7 @@ __all__ = [
     "open_image",
     "segment",
     "propagate",
+    "segment_everything",
     "replay",
     "read_prompts",
     "SegmentationResult",

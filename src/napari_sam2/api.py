@@ -2,19 +2,21 @@
 
 ::
 
-    from napari_sam2 import Prompt, load_model, propagate, segment
+    from napari_sam2 import Prompt, load_model, propagate, segment, segment_everything
 
     model = load_model("demo")                                   # a name, a checkpoint file or "demo"
     result = segment("cells.tif", Prompt(points=[[120, 88]], labels=[1]), model=model)
     result.save("cells_labels.tif")                              # labels + provenance
     result = propagate("nuclei.zarr", {(30, 1): Prompt(box=(40, 150, 90, 210))}, model=model)
+    result = segment_everything("nuclei.zarr", model=model, points_per_side=16)  # no prompts
 
 *Images* are anything :func:`napari_sam2.open_image` reads (numpy, dask, zarr, OME-Zarr, TIFF path)
 or a napari Image layer (duck-typed: ``.data``, ``.scale``, ``.translate``). *Prompts* are a
 :class:`Prompt` (object 1), a list of them (objects 1, 2, ...), a dict ``{obj_id: Prompt}`` on
 ``frame``, a dict ``{(*frame, obj_id): Prompt}`` (e.g. ``{(z, 1): ...}``), a prompts file (see
 :func:`read_prompts`) or napari Points/Shapes layers. Coordinates are image pixels (row, col); a
-layer's points are mapped through its and the image layer's ``scale``/``translate``.
+layer's points are mapped through its and the image layer's ``scale``/``translate``. Models, images,
+prompts and labels are made into engine objects in :mod:`napari_sam2._inputs`.
 
 Every call returns a :class:`SegmentationResult` whose ``record`` says how to make the labels again
 (:mod:`napari_sam2.engine.provenance`); :func:`replay` does so.
@@ -23,13 +25,10 @@ Every call returns a :class:`SegmentationResult` whose ``record`` says how to ma
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
-import platform
-import threading
-from collections import OrderedDict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
 
@@ -37,35 +36,48 @@ import numpy as np
 import torch
 import zarr
 
-from .engine import models as _models
-from .engine.cache import EmbeddingCache, weights_fingerprint
+from ._inputs import LOADS as LOADS  # models loaded by this process (the batch tests read it)
+from ._inputs import check_frames, image_input, labels_target, load_model, prompt_map
+from ._inputs import resolve_model as _resolve_model
+from .engine import automask
+from .engine.automask import AutoMaskConfig
+from .engine.cache import EmbeddingCache
 from .engine.frames import FrameError, FrameSequence
-from .engine.labels import LabelError, LabelWriter, create_labels
+from .engine.intensity import resolve_window
+from .engine.labels import LabelWriter
 from .engine.predictor import ImagePredictor
-from .engine.prompts import Prompt, PromptError
+from .engine.prompts import PromptError
 from .engine.provenance import (
     ProvenanceError,
     ProvenanceRecord,
-    file_sha256,
+    image_entry,
+    model_entry,
+    options_entry,
     prompt_entries,
-    prompts_from_table,
     python_script,
     read_labels,
     read_prompts,
     read_record,
-    temporary_path,
+    runtime_entry,
     write_labels,
 )
-from .engine.sources import ImageSource, open_image
+from .engine.sources import open_image
 from .engine.tracker import Tracker
 from .model import Sam2Model
-from .model.weights import OFFICIAL_WEIGHTS, cache_dir
 
-__all__ = ["Cancelled", "SegmentationResult", "load_model", "propagate", "read_prompts", "replay", "segment"]
+__all__ = [
+    "Cancelled",
+    "SegmentationResult",
+    "load_model",
+    "propagate",
+    "read_prompts",
+    "replay",
+    "segment",
+    "segment_everything",
+]
 
 Progress = Callable[[int, int], None]
 Cancel = Callable[[], bool]
-PromptKey = tuple[tuple[int, ...], int]
 
 
 class Cancelled(RuntimeError):
@@ -101,223 +113,6 @@ class SegmentationResult:
         return python_script(self.record)
 
 
-# ---------------------------------------------------------------------------------------------- models
-_MODELS: OrderedDict[tuple, Sam2Model] = OrderedDict()
-_MODELS_LOCK = threading.Lock()
-_SHA: dict[tuple[str, int, int], str] = {}
-LOADS = [0]
-"""How many models this process has loaded through :func:`load_model` (the batch tests read it)."""
-
-
-def _checkpoint_sha(path: Path) -> str:
-    st = path.stat()
-    key = (str(path.resolve()), st.st_size, st.st_mtime_ns)
-    if key not in _SHA:
-        _SHA[key] = file_sha256(path)
-    return _SHA[key]
-
-
-def _model_source(source: str | os.PathLike) -> dict[str, Any]:
-    """Where a model comes from, for provenance: the source to load it again and the file's SHA-256."""
-    path = Path(source).expanduser()
-    if path.is_file():
-        return {"source": str(path.resolve()), "sha256": _checkpoint_sha(path)}
-    name = str(source)
-    if name == _models.DEMO_NAME:
-        return {"source": name, "sha256": _checkpoint_sha(_models.demo_checkpoint_path())}
-    info = OFFICIAL_WEIGHTS.get(name.removesuffix(".pt"))
-    if info is not None:
-        cached = cache_dir() / info.filename
-        sha = info.sha256 or (_checkpoint_sha(cached) if cached.is_file() else None)
-        return {"source": info.name, "sha256": sha}
-    return {"source": name, "sha256": None}
-
-
-def load_model(
-    source: str | os.PathLike | None = None,
-    *,
-    config: Any = None,
-    device: str | torch.device | None = None,
-    download: bool = True,
-    progress: Callable[[int, int | None], None] | None = None,
-) -> Sam2Model:
-    """:func:`napari_sam2.engine.models.load_model` (a name, a checkpoint path, ``"demo"``, or None
-    for the best model available offline), remembering the source and checkpoint SHA-256 so that
-    results made with the model record them."""
-    source = _models.default_model_name() if source is None else source
-    model = _models.load_model(source, config=config, device=device, download=download, progress=progress)
-    model.napari_sam2_source = _model_source(source)
-    LOADS[0] += 1
-    return model
-
-
-def _resolve_model(model: Sam2Model | str | os.PathLike | None, device: Any) -> Sam2Model:
-    """A model object; names and paths are loaded once per process and device (then reused)."""
-    if isinstance(model, Sam2Model):
-        return model
-    source = _models.default_model_name() if model is None else str(model)
-    path = Path(source).expanduser()
-    # a rewritten checkpoint file is loaded again
-    stamp = (path.stat().st_size, path.stat().st_mtime_ns) if path.is_file() else None
-    key = (source, str(_models.select_device(device)), stamp)
-    with _MODELS_LOCK:
-        if key not in _MODELS:
-            _MODELS[key] = load_model(source, device=device)
-            while len(_MODELS) > 2:
-                _MODELS.popitem(last=False)
-        _MODELS.move_to_end(key)
-        return _MODELS[key]
-
-
-def _model_record(model: Sam2Model) -> dict[str, Any]:
-    known = getattr(model, "napari_sam2_source", None) or {"source": None, "sha256": None}
-    return {**known, "name": model.config.name, "fingerprint": weights_fingerprint(model)}
-
-
-# ---------------------------------------------------------------------------------------------- inputs
-def _is_layer(obj: Any) -> bool:
-    return all(hasattr(obj, a) for a in ("data", "scale", "translate")) and not isinstance(obj, np.ndarray)
-
-
-def _image_input(image: Any) -> tuple[Any, str | None, Any]:
-    """-> (data for open_image, absolute path or None, the napari layer or None)."""
-    if _is_layer(image):
-        path = getattr(getattr(image, "source", None), "path", None)
-        return image.data, path, image
-    if isinstance(image, (str, os.PathLike)):
-        path = Path(image).expanduser()
-        if not path.exists():
-            raise FileNotFoundError(f"image not found: {path}")
-        return path, str(path.resolve()), None
-    return image, None, None
-
-
-def _features(layer: Any) -> dict[str, list]:
-    table = getattr(layer, "features", None)
-    if table is not None and hasattr(table, "columns"):
-        return {str(c): list(table[c]) for c in table.columns}
-    return {str(k): list(v) for k, v in (getattr(layer, "properties", None) or {}).items()}
-
-
-def _layer_to_image(coords: np.ndarray, layer: Any, image_layer: Any) -> np.ndarray:
-    """Layer data coordinates -> the image layer's data coordinates, via world coordinates."""
-    if image_layer is None:
-        return coords
-    world = (
-        coords * np.asarray(layer.scale)[-coords.shape[-1] :]
-        + np.asarray(layer.translate)[-coords.shape[-1] :]
-    )
-    return (world - np.asarray(image_layer.translate)[-coords.shape[-1] :]) / np.asarray(image_layer.scale)[
-        -coords.shape[-1] :
-    ]
-
-
-def _layer_prompts(layers: Sequence[Any], image_layer: Any) -> dict[PromptKey, Prompt]:
-    from .engine.provenance import _merge
-
-    maps = []
-    for layer in layers:
-        feats = _features(layer)
-        if hasattr(layer, "shape_type"):  # a Shapes layer: rectangles are boxes
-            kinds = set(layer.shape_type)
-            if kinds - {"rectangle"}:
-                raise PromptError(
-                    f"the Shapes layer {getattr(layer, 'name', '')!r} has {kinds}; only rectangles are boxes"
-                )
-            verts = [_layer_to_image(np.asarray(v, dtype=float), layer, image_layer) for v in layer.data]
-            maps.append(prompts_from_table(verts, feats, True, f"layer {getattr(layer, 'name', '')!r}"))
-        else:
-            coords = _layer_to_image(np.asarray(layer.data, dtype=float), layer, image_layer)
-            maps.append(prompts_from_table(coords, feats, False, f"layer {getattr(layer, 'name', '')!r}"))
-    return _merge(*maps)
-
-
-def _prompt_map(prompts: Any, frame: Any, image_layer: Any) -> dict[PromptKey, Prompt]:
-    """Any accepted prompt form -> {(frame tuple, obj_id): Prompt}."""
-    frame = () if frame is None else ((int(frame),) if np.ndim(frame) == 0 else tuple(int(f) for f in frame))
-    if isinstance(prompts, (str, os.PathLike)):
-        return read_prompts(prompts)
-    if isinstance(prompts, Prompt):
-        return {(frame, 1): prompts}
-    if _is_layer(prompts):
-        return _layer_prompts([prompts], image_layer)
-    if isinstance(prompts, Mapping):
-        out = {}
-        for key, p in prompts.items():
-            if not isinstance(p, Prompt):
-                raise PromptError(f"prompt for {key!r} is a {type(p).__name__}; use napari_sam2.Prompt")
-            if isinstance(key, tuple) and len(key) == 2 and isinstance(key[0], tuple):  # ((frame...), obj)
-                out[(tuple(int(k) for k in key[0]), int(key[1]))] = p
-            elif isinstance(key, tuple):
-                out[(tuple(int(k) for k in key[:-1]), int(key[-1]))] = p
-            else:
-                out[(frame, int(key))] = p
-        return out
-    if isinstance(prompts, Sequence) and prompts:
-        if all(isinstance(p, Prompt) for p in prompts):
-            return {(frame, i): p for i, p in enumerate(prompts, start=1)}
-        if all(_is_layer(p) for p in prompts):
-            return _layer_prompts(prompts, image_layer)
-    raise PromptError(
-        f"cannot read prompts from {type(prompts).__name__}: give a Prompt, a list of them, a dict "
-        "{obj_id: Prompt} or {(*frame, obj_id): Prompt}, a prompts file, or napari Points/Shapes layers"
-    )
-
-
-def _check_frames(prompts: Mapping[PromptKey, Prompt], source: ImageSource) -> None:
-    if not prompts:
-        raise PromptError("no prompts: give at least one click or box")
-    for (frame, obj), p in prompts.items():
-        if len(frame) != len(source.frame_shape) or any(
-            not 0 <= f < n for f, n in zip(frame, source.frame_shape)
-        ):
-            raise PromptError(
-                f"object {obj}'s prompt is on frame {list(frame)}, which does not fit the image's frame axes "
-                f"{source.axes[:-2]!r} of size {list(source.frame_shape)}; give one index per axis "
-                "(frame= or keys (*frame, obj_id))"
-            )
-        p.check_inside(source.plane_hw)
-
-
-def _labels_target(labels: Any, out: Any, source: ImageSource) -> tuple[Any, Any]:
-    """-> (the array to write into, the layer to refresh or None)."""
-    shape = (*source.frame_shape, *source.plane_hw)
-    if labels is not None:
-        layer = labels if _is_layer(labels) else None
-        target = labels.data if layer is not None else labels
-        if tuple(target.shape) != shape:
-            raise LabelError(f"labels of shape {tuple(target.shape)} do not fit the image's {shape}")
-        return target, layer
-    if out is not None:
-        if Path(out).exists():
-            raise ProvenanceError(
-                f"{out} already exists; choose another output (labels are never overwritten)"
-            )
-        if str(out).lower().endswith(".zarr"):
-            tmp = temporary_path(out)
-            if tmp.exists():
-                import shutil
-
-                shutil.rmtree(tmp)
-            return create_labels(shape, path=tmp), None
-    return create_labels(shape), None
-
-
-def _runtime(model: Sam2Model) -> dict[str, Any]:
-    try:
-        ours = version("napari-sam2")
-    except PackageNotFoundError:
-        ours = "0+unknown"
-    return {
-        "napari_sam2": ours,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "device": str(model.device),
-        "threads": torch.get_num_threads(),
-    }
-
-
 def _finish(target, layer, record, out) -> SegmentationResult:
     if layer is not None and callable(getattr(layer, "refresh", None)):
         layer.refresh()
@@ -327,17 +122,6 @@ def _finish(target, layer, record, out) -> SegmentationResult:
         if isinstance(target, zarr.Array):
             result.labels = read_labels(out)
     return result
-
-
-def _image_record(source: ImageSource, path: str | None) -> dict[str, Any]:
-    shape = [*source.frame_shape, *source.plane_hw] + ([3] if source.rgb else [])
-    return {
-        "path": path,
-        "identity": source.identity,
-        "shape": shape,
-        "dtype": str(source.dtype),
-        "axes": source.axes,
-    }
 
 
 # ---------------------------------------------------------------------------------------------- calls
@@ -389,12 +173,12 @@ def segment(
         A :class:`SegmentationResult`: labels shaped frames + (H, W), and the provenance record.
     """
     net = _resolve_model(model, device)
-    data, path, layer = _image_input(image)
-    pmap = _prompt_map(prompts, frame, layer)
+    data, path, layer = image_input(image)
+    pmap = prompt_map(prompts, frame, layer)
     source = open_image(data, axes=axes, channel=channel)
     try:
-        _check_frames(pmap, source)
-        target, labels_layer = _labels_target(labels, out, source)
+        check_frames(pmap, source)
+        target, labels_layer = labels_target(labels, out, source)
         cache = EmbeddingCache(directory=cache_dir) if cache_dir is not None else None
         pred = ImagePredictor(
             net,
@@ -423,9 +207,9 @@ def segment(
             writer.write(f, masks)
         record = ProvenanceRecord(
             kind="segment",
-            image=_image_record(source, path),
+            image=image_entry(source, path),
             prompts=prompt_entries(pmap),
-            model=_model_record(net),
+            model=model_entry(net),
             window=list(pred.window.as_tuple()),
             tiling={
                 "tile_size": pred.tile_size,
@@ -434,19 +218,13 @@ def segment(
                 "edge_margin": edge_margin,
             },
             propagation=None,
-            options=_options(window, axes, channel, overwrite, multimask=multimask),
-            runtime=_runtime(net),
+            options=options_entry(window, axes, channel, overwrite=overwrite, multimask=multimask),
+            runtime=runtime_entry(net),
         )
     finally:
         if source is not data:
             source.close()
     return _finish(target, labels_layer, record, out)
-
-
-def _options(window: Any, axes: Any, channel: Any, overwrite: bool, **more: Any) -> dict[str, Any]:
-    asked = window.as_tuple() if hasattr(window, "as_tuple") else window
-    asked = list(asked) if isinstance(asked, (tuple, list, np.ndarray)) else asked
-    return {"window_asked": asked, "axes": axes, "channel": channel, "overwrite": overwrite, **more}
 
 
 def propagate(
@@ -491,11 +269,11 @@ def propagate(
         ``axis`` (at ``fixed``) are written.
     """
     net = _resolve_model(model, device)
-    data, path, layer = _image_input(image)
-    pmap = _prompt_map(prompts, frame, layer)
+    data, path, layer = image_input(image)
+    pmap = prompt_map(prompts, frame, layer)
     source = open_image(data, axes=axes, channel=channel)
     try:
-        _check_frames(pmap, source)
+        check_frames(pmap, source)
         frame_axes = source.axes[:-2]
         axis = axis or ("z" if "z" in frame_axes else "t")
         if axis not in frame_axes:
@@ -515,7 +293,7 @@ def propagate(
                 raise PromptError(
                     f"object {obj}'s prompt on frame {list(f)} is not at {fixed}; propagation runs there"
                 )
-        target, labels_layer = _labels_target(labels, out, source)
+        target, labels_layer = labels_target(labels, out, source)
         tracker = Tracker(net, seq, len(seq), seq.frame_hw, window=tracker_window, max_window=max_window)
         for (f, obj), p in sorted(pmap.items()):
             tracker.add_prompt(f[pos], obj, p)
@@ -530,9 +308,9 @@ def propagate(
             raise Cancelled(f"cancelled after {len(report.frames)} of {report.total} frames", target)
         record = ProvenanceRecord(
             kind="propagate",
-            image=_image_record(source, path),
+            image=image_entry(source, path),
             prompts=prompt_entries(pmap),
-            model=_model_record(net),
+            model=model_entry(net),
             window=list(seq.window.as_tuple()),
             tiling={},
             propagation={
@@ -542,8 +320,125 @@ def propagate(
                 "max_window": max_window,
                 "stop_after_absent": stop_after_absent,
             },
-            options=_options(window, axes, channel, overwrite),
-            runtime=_runtime(net),
+            options=options_entry(window, axes, channel, overwrite=overwrite),
+            runtime=runtime_entry(net),
+        )
+    finally:
+        if source is not data:
+            source.close()
+    return _finish(target, labels_layer, record, out)
+
+
+def segment_everything(
+    image: Any,
+    *,
+    model: Sam2Model | str | os.PathLike | None = None,
+    axis: str | None = None,
+    fixed: Mapping[str, int] | None = None,
+    window: Any = None,
+    config: AutoMaskConfig | None = None,
+    seed_frames: Sequence[int] | None = None,
+    seed_spacing: int = 4,
+    min_area: int = 0,
+    tile_size: int | None = None,
+    overlap: int | None = None,
+    tracker_window: int | str | None = "auto",
+    stop_after_absent: int | None = 3,
+    axes: str | None = None,
+    channel: int | None = None,
+    cache_dir: str | os.PathLike | None = None,
+    labels: Any = None,
+    out: str | os.PathLike | None = None,
+    device: str | torch.device | None = None,
+    progress: Progress | None = None,
+    cancel: Cancel | None = None,
+    **options: Any,
+) -> SegmentationResult:
+    """Instance labels for everything SAM2's automatic mask generator finds; no prompts.
+
+    A plane gets the generator's masks resolved into one label image; a (z, y, x) or (t, y, x)
+    stack gets instances found on seed frames and carried through the stack by the tracker with
+    consistent ids (:func:`napari_sam2.engine.automask.segment_everything`, docs/automatic.md).
+
+    Args:
+        image: a plane, a stack or a (t, z, y, x) image with ``fixed`` (any input :func:`segment` takes).
+        config, options: generator parameters, an
+            :class:`~napari_sam2.engine.automask.AutoMaskConfig` and/or its fields by name
+            (``points_per_side=16``, ``pred_iou_thresh=0.7``, ...); defaults are SAM2's.
+        axis, fixed: the frame axis of a stack and the other axis's index, as in :func:`propagate`.
+        seed_frames: frames along ``axis`` to run the generator on, in that order (default: the
+            middle frame, then every ``seed_spacing`` frames outward).
+        min_area: drop objects with fewer visible pixels than this where they are found.
+        tile_size, overlap: tiling of planes larger than the model input.
+        tracker_window, stop_after_absent: as in :func:`propagate` (default: stop after 3).
+        window, axes, channel, cache_dir, out, device: as in :func:`segment`.
+        labels: write into these labels (array or napari Labels layer); new ids start above its
+            largest id and never take another object's voxels.
+        progress: ``progress(done, total)``. cancel: polled between click batches and frames;
+            True raises :class:`Cancelled` (finished frames stay written).
+
+    Returns:
+        A :class:`SegmentationResult`; its record holds the generator options, the seed frames as
+        processed and the tiling, so :func:`replay` makes the same labels.
+
+    Raises:
+        AutoMaskError: a bad generator option or seed frame (the message names it and the range).
+    """
+    cfg = AutoMaskConfig.build(config, **options)  # bad options fail before the model loads
+    net = _resolve_model(model, device)
+    data, path, _ = image_input(image)
+    source = open_image(data, axes=axes, channel=channel)
+    try:
+        frame_axes = source.axes[:-2]
+        if frame_axes:
+            axis = axis or ("z" if "z" in frame_axes else "t")
+        target, labels_layer = labels_target(labels, out, source)
+        win = resolve_window(window, source.sample_values)  # the engine resolves it so too
+        cache = EmbeddingCache(directory=cache_dir) if cache_dir is not None else None
+        tiles = ImagePredictor(net, tile_size=tile_size, overlap=overlap)  # resolved tiling, to record
+        report = automask.segment_everything(
+            net,
+            source,
+            axis=axis,
+            fixed=fixed,
+            window=win,
+            config=cfg,
+            seed_frames=seed_frames,
+            seed_spacing=seed_spacing,
+            min_area=min_area,
+            tile_size=tiles.tile_size,
+            overlap=tiles.overlap,
+            tracker_window=tracker_window,
+            stop_after_absent=stop_after_absent,
+            cache=cache,
+            writer=LabelWriter(target),
+            progress=progress,
+            cancel=cancel,
+        )
+        if report.cancelled:
+            raise Cancelled(f"cancelled after {len(report.seed_frames)} seed frame(s)", target)
+        stack = None
+        if frame_axes:
+            stack = {
+                "axis": axis,
+                "fixed": {k: int(v) for k, v in (fixed or {}).items()},
+                "tracker_window": tracker_window,
+                "stop_after_absent": stop_after_absent,
+                "seed_frames": list(report.seed_frames),
+                "seed_spacing": seed_spacing,
+            }
+        record = ProvenanceRecord(
+            kind="auto",
+            image=image_entry(source, path),
+            prompts=[],
+            model=model_entry(net),
+            window=list(win.as_tuple()),
+            tiling={"tile_size": tiles.tile_size, "overlap": tiles.overlap},
+            propagation=stack,
+            options=options_entry(
+                window, axes, channel, min_area=min_area, generator=dataclasses.asdict(cfg)
+            ),
+            runtime=runtime_entry(net),
         )
     finally:
         if source is not data:
@@ -575,7 +470,7 @@ def replay(
     """Run a record again (a :class:`ProvenanceRecord`, a labels file that carries one, or its JSON).
 
     The recorded image, model, prompts, resolved intensity window, tiling and propagation settings,
-    device and thread count are used, so on the same machine the labels are equal bit for bit
+    generator options and seed frames (``segment_everything``), device and thread count are used, so on the same machine the labels are equal bit for bit
     (compare ``labels_digest(result.labels)`` with ``record.labels["sha256"]``).
 
     Args:
@@ -584,12 +479,13 @@ def replay(
         out, device, progress: as in :func:`segment`.
 
     Raises:
-        ProvenanceError: no record, an image of another shape or dtype, or a model file that
-            changed since (its SHA-256 differs).
+        ProvenanceError: no record, a record of an unknown kind, an image of another shape or
+            dtype, or a model file that changed since (its SHA-256 differs).
         FileNotFoundError: the recorded image is gone (pass ``image=``).
     """
     if not isinstance(record, ProvenanceRecord):
         record = read_record(record)
+    func, kwargs = record.api_call()  # an unknown kind fails here
     img = image if image is not None else record.image.get("path")
     if img is None:
         raise ProvenanceError("the recorded image was in memory (no path): pass the image to replay it")
@@ -607,7 +503,7 @@ def replay(
             f"the model {record.model['source']} changed since the labels were made: SHA-256 {got}, "
             f"recorded {record.model['sha256']}; pass the original model file"
         )
-    data, _, _ = _image_input(img)
+    data, _, _ = image_input(img)
     with open_image(data, axes=record.options.get("axes"), channel=record.options.get("channel")) as src:
         shape = [*src.frame_shape, *src.plane_hw] + ([3] if src.rgb else [])
         if shape != list(record.image["shape"]) or str(src.dtype) != record.image["dtype"]:
@@ -615,24 +511,7 @@ def replay(
                 f"the image is {shape} {src.dtype} but the record was made on {record.image['shape']} "
                 f"{record.image['dtype']}; pass the original image"
             )
-    common = {
-        "model": net,
-        "window": tuple(record.window),
-        "axes": record.options.get("axes"),
-        "channel": record.options.get("channel"),
-        "overwrite": record.options.get("overwrite", False),
-        "out": out,
-        "progress": progress,
-    }
+    args = () if func == "segment_everything" else (record.prompt_map(),)
+    call = {"segment": segment, "propagate": propagate, "segment_everything": segment_everything}[func]
     with _threads(record.runtime.get("threads")):
-        if record.kind == "segment":
-            return segment(
-                img,
-                record.prompt_map(),
-                multimask=record.options.get("multimask", False),
-                **record.tiling,
-                **common,
-            )
-        if record.kind == "propagate":
-            return propagate(img, record.prompt_map(), **(record.propagation or {}), **common)
-    raise ProvenanceError(f"unknown record kind {record.kind!r}; expected 'segment' or 'propagate'")
+        return call(img, *args, model=net, out=out, progress=progress, **kwargs)

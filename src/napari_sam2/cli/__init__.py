@@ -5,7 +5,8 @@ Exit codes (also in docs/cli.md):
 * 0 -- success;
 * 1 -- the run failed (unreadable or malformed input, a model that does not fit, labels that
   differ on replay, failed batch jobs);
-* 2 -- bad arguments (unknown option or model name, malformed values);
+* 2 -- bad arguments (unknown option or model name, malformed values, generator options of
+  ``auto`` out of range);
 * 3 -- a file or model weights that do not exist (image, prompts, labels, checkpoint, weights
   not cached and not downloadable);
 * 130 -- interrupted (Ctrl-C).
@@ -17,12 +18,15 @@ shows it).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 
+from ..engine.automask import AutoMaskConfig, AutoMaskError
 from ..model.checkpoint import CheckpointError
 from ..model.weights import UnknownWeightsError, WeightsUnavailableError
 from . import _commands as cmd
+from . import _parsing as parse
 
 __all__ = [
     "EXIT_OK",
@@ -46,7 +50,7 @@ def _common(p: argparse.ArgumentParser, *, image: bool = True) -> None:
     )
     p.add_argument("--device", default="cpu", help="cpu (default, reproducible), cuda, mps or auto")
     p.add_argument(
-        "--window", type=cmd.parse_window, default=None, help="auto (default), LOW,HIGH or a CT preset"
+        "--window", type=parse.parse_window, default=None, help="auto (default), LOW,HIGH or a CT preset"
     )
     p.add_argument("--axes", default=None, help="axes of the image if not inferable, e.g. zyx or tczyx")
     p.add_argument("--channel", type=int, default=None, help="channel to use of a multichannel image")
@@ -63,9 +67,11 @@ def _run_options(p: argparse.ArgumentParser, *, out: bool = True) -> None:
 
 def _segment_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--tile-size", type=cmd.positive_int, default=None, help="tile side (default: model input)"
+        "--tile-size", type=parse.positive_int, default=None, help="tile side (default: model input)"
     )
-    p.add_argument("--overlap", type=cmd.nonnegative_int, default=None, help="tile overlap (default: tile/4)")
+    p.add_argument(
+        "--overlap", type=parse.nonnegative_int, default=None, help="tile overlap (default: tile/4)"
+    )
     p.add_argument("--multimask", action="store_true", help="keep the best of three candidate masks")
     p.add_argument("--cache-dir", default=None, help="embedding cache folder (see `embed`)")
 
@@ -74,12 +80,64 @@ def _propagate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--axis", choices=("z", "t"), default=None, help="propagate along z or t (default: z if present)"
     )
-    p.add_argument("--fixed", type=cmd.parse_fixed, default=None, help="other axis of t,z data, e.g. t=3")
-    p.add_argument("--tracker-window", type=cmd.parse_tracker_window, default="auto", help="auto, none or N")
-    p.add_argument("--max-window", type=cmd.positive_int, default=None, help="largest window side in pixels")
+    p.add_argument("--fixed", type=parse.parse_fixed, default=None, help="other axis of t,z data, e.g. t=3")
     p.add_argument(
-        "--stop-after-absent", type=cmd.positive_int, default=None, help="stop after N absent frames"
+        "--tracker-window", type=parse.parse_tracker_window, default="auto", help="auto, none or N"
     )
+    p.add_argument(
+        "--max-window", type=parse.positive_int, default=None, help="largest window side in pixels"
+    )
+    p.add_argument(
+        "--stop-after-absent", type=parse.positive_int, default=None, help="stop after N absent frames"
+    )
+
+
+def _auto_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", required=True, help="labels to write: .tif/.tiff or .zarr")
+    p.add_argument("--force", action="store_true", help="replace --out if it exists")
+    p.add_argument(
+        "--axis", choices=("z", "t"), default=None, help="frame axis of a stack (default: z if present)"
+    )
+    p.add_argument("--fixed", type=parse.parse_fixed, default=None, help="other axis of t,z data, e.g. t=3")
+    p.add_argument(
+        "--seed-frames",
+        type=parse.parse_seed_frames,
+        default=None,
+        help="frames to find objects on, in order",
+    )
+    p.add_argument("--seed-spacing", type=parse.positive_int, default=4, help="default seeds: every N frames")
+    p.add_argument("--min-area", type=parse.nonnegative_int, default=0, help="drop smaller objects (pixels)")
+    p.add_argument(
+        "--tile-size", type=parse.positive_int, default=None, help="tile side (default: model input)"
+    )
+    p.add_argument(
+        "--overlap", type=parse.nonnegative_int, default=None, help="tile overlap (default: tile/4)"
+    )
+    p.add_argument(
+        "--tracker-window", type=parse.parse_tracker_window, default="auto", help="auto, none or N"
+    )
+    p.add_argument(
+        "--stop-after-absent", type=parse.parse_optional_count, default=3, help="N frames (default 3) or none"
+    )
+    p.add_argument("--cache-dir", default=None, help="embedding cache folder (see `embed`)")
+    g = p.add_argument_group("generator options (default: SAM2's; see docs/automatic.md)")
+    for f in dataclasses.fields(AutoMaskConfig):  # one option per field, so they cannot drift apart
+        flag = "--" + f.name.replace("_", "-")
+        if isinstance(f.default, bool):
+            on = "on" if f.default else "off"
+            g.add_argument(
+                flag, dest=f.name, action=argparse.BooleanOptionalAction, default=None, help=f"default {on}"
+            )
+        else:
+            kind = int if isinstance(f.default, int) else float
+            g.add_argument(
+                flag,
+                dest=f.name,
+                type=kind,
+                default=None,
+                metavar=kind.__name__.upper(),
+                help=f"default {f.default:g}",
+            )
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -105,9 +163,11 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("embed", help="precompute the embedding cache of an image")
     _common(p)
     p.add_argument("--cache-dir", default=None, help="default: <weights cache>/embeddings")
-    p.add_argument("--frames", type=cmd.parse_frames, default=None, help="planes, e.g. 0-3,7 (default: all)")
-    p.add_argument("--tile-size", type=cmd.positive_int, default=None)
-    p.add_argument("--overlap", type=cmd.nonnegative_int, default=None)
+    p.add_argument(
+        "--frames", type=parse.parse_frames, default=None, help="planes, e.g. 0-3,7 (default: all)"
+    )
+    p.add_argument("--tile-size", type=parse.positive_int, default=None)
+    p.add_argument("--overlap", type=parse.nonnegative_int, default=None)
     p.set_defaults(func=cmd.embed)
 
     p = sub.add_parser("segment", help="segment prompted planes into labels")
@@ -121,6 +181,11 @@ def build_parser() -> argparse.ArgumentParser:
     _run_options(p)
     _propagate_options(p)
     p.set_defaults(func=cmd.propagate)
+
+    p = sub.add_parser("auto", help="segment everything: instance labels without prompts")
+    _common(p)
+    _auto_options(p)
+    p.set_defaults(func=cmd.auto)
 
     p = sub.add_parser("replay", help="re-run the provenance of a labels file and compare")
     p.add_argument("record", help="labels (.tif/.zarr) written by napari-sam2, or a record .json")
@@ -139,9 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=("tif", "zarr"), default="tif")
     p.add_argument("--scheduler", default=None, help="dask.distributed scheduler address (default: local)")
     p.add_argument(
-        "--workers", type=cmd.nonnegative_int, default=None, help="local processes (0: in this one)"
+        "--workers", type=parse.nonnegative_int, default=None, help="local processes (0: in this one)"
     )
-    p.add_argument("--threads", type=cmd.positive_int, default=1, help="torch threads per job (default 1)")
+    p.add_argument("--threads", type=parse.positive_int, default=1, help="torch threads per job (default 1)")
     _common(p, image=False)
     _run_options(p, out=False)
     p.set_defaults(func=cmd.batch)
@@ -179,7 +244,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _exit_code(err: Exception) -> int | None:
-    if isinstance(err, UnknownWeightsError):
+    if isinstance(err, (UnknownWeightsError, AutoMaskError)):
         return EXIT_USAGE
     if isinstance(err, (FileNotFoundError, WeightsUnavailableError)):
         return EXIT_MISSING

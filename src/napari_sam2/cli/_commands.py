@@ -4,80 +4,20 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from .. import api
+from ..engine.automask import AutoMaskConfig
 from ..engine.cache import EmbeddingCache
 from ..engine.predictor import ImagePredictor
 from ..engine.provenance import labels_digest, python_script, read_labels, read_record
 from ..engine.sources import open_image
 
 _FAIL = 1
-
-
-# ---------------------------------------------------------------------------------------------- parsing
-def positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
-    return value
-
-
-def nonnegative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {text!r}")
-    return value
-
-
-def parse_window(text: str) -> tuple[float, float] | str | None:
-    """``auto`` -> None; ``LOW,HIGH`` -> (low, high); anything else is a CT preset name."""
-    if text.strip().lower() == "auto":
-        return None
-    if "," in text:
-        try:
-            low, high = (float(v) for v in text.split(","))
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"a window is LOW,HIGH (two numbers), got {text!r}") from None
-        if low > high:
-            raise argparse.ArgumentTypeError(f"window low {low:g} is above high {high:g}")
-        return (low, high)
-    return text
-
-
-def parse_fixed(text: str) -> dict[str, int]:
-    """``t=3`` -> {"t": 3}."""
-    name, sep, value = text.partition("=")
-    if not sep or name.strip() not in ("t", "z"):
-        raise argparse.ArgumentTypeError(f"--fixed is AXIS=INDEX with AXIS t or z, got {text!r}")
-    return {name.strip(): nonnegative_int(value)}
-
-
-def parse_tracker_window(text: str) -> int | str | None:
-    if text in ("auto", "none"):
-        return None if text == "none" else text
-    return positive_int(text)
-
-
-def parse_frames(text: str) -> list[int]:
-    """``0-3,7`` -> [0, 1, 2, 3, 7]."""
-    out: list[int] = []
-    for part in text.split(","):
-        lo, sep, hi = part.partition("-")
-        try:
-            out += list(range(int(lo), int(hi) + 1)) if sep else [int(lo)]
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"frames are like 0-3,7; got {text!r}") from None
-    return sorted(set(out))
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -180,6 +120,42 @@ def propagate(args: argparse.Namespace) -> int:
             axes=args.axes,
             channel=args.channel,
             overwrite=args.overwrite_objects,
+            out=args.out,
+            device=args.device,
+            progress=bar,
+        )
+    print(_summary(result))
+    return 0
+
+
+def auto(args: argparse.Namespace) -> int:
+    options = {
+        f.name: getattr(args, f.name)
+        for f in dataclasses.fields(AutoMaskConfig)
+        if getattr(args, f.name) is not None
+    }
+    config = AutoMaskConfig.build(**options)  # bad generator options: exit 2 before any work
+    _exists(args.image, "image")
+    _prepare_out(args)
+    model = api._resolve_model(args.model, args.device)  # a missing model fails before the bar
+    with progress_bar("auto", args.quiet) as bar:
+        result = api.segment_everything(
+            args.image,
+            model=model,
+            config=config,
+            axis=args.axis,
+            fixed=args.fixed,
+            window=args.window,
+            seed_frames=args.seed_frames,
+            seed_spacing=args.seed_spacing,
+            min_area=args.min_area,
+            tile_size=args.tile_size,
+            overlap=args.overlap,
+            tracker_window=args.tracker_window,
+            stop_after_absent=args.stop_after_absent,
+            axes=args.axes,
+            channel=args.channel,
+            cache_dir=args.cache_dir,
             out=args.out,
             device=args.device,
             progress=bar,
@@ -309,7 +285,7 @@ def models(args: argparse.Namespace) -> int:
 
 
 def batch(args: argparse.Namespace) -> int:
-    from ..engine import batch as b
+    from .. import batch as b
 
     options = {
         "window": args.window,

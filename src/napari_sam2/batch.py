@@ -5,12 +5,14 @@ its output path ``<out_dir>/<stem>_labels.tif`` (or ``.zarr``) and a key: a hash
 determines the output (image path and size, prompts file content, model, options).
 :func:`run_batch` skips a job whose output exists *and verifies*: its provenance carries the job's
 key and the SHA-256 of the labels equals the recorded one. Outputs appear under their final name
-only when complete (:func:`~.provenance.write_labels`), so after an interrupted run the finished
+only when complete (:func:`~.engine.provenance.write_labels`), so after an interrupted run the finished
 images are skipped and the rest, including any damaged output, are computed.
 
 Where jobs run: in this process (``workers=0``), on local processes (default; ``spawn`` start so
 torch threads are safe), or on a ``dask.distributed`` cluster (``scheduler=`` an address or a
 ``Client``). Each worker process loads the model once and keeps it for all its jobs.
+
+The runner drives the scripting API (:mod:`napari_sam2.api`), so it sits beside it, above the engine.
 """
 
 from __future__ import annotations
@@ -26,7 +28,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from .provenance import ProvenanceError, labels_digest, read_labels, read_record
+from . import api
+from ._inputs import LOADS, resolve_model
+from .engine.provenance import ProvenanceError, labels_digest, read_labels, read_record
 
 __all__ = ["BatchError", "BatchJob", "BatchReport", "plan", "is_done", "run_job", "run_batch"]
 
@@ -180,11 +184,9 @@ def run_job(job: BatchJob) -> dict[str, Any]:
     Returns {"out", "pid", "loads"} or, if the job failed, {"out", "pid", "loads", "error"}: one bad
     image must not stop the others, so every error is caught here and reported by message.
     """
-    from .. import api
-
     try:
         with api._threads(job.threads):
-            model = api._resolve_model(job.model, job.device)
+            model = resolve_model(job.model, job.device)
             call = api.segment if job.mode == "segment" else api.propagate
             result = call(job.image, job.prompts, model=model, **job.options)
         result.record.extra["batch_job"] = job.key
@@ -193,7 +195,7 @@ def run_job(job: BatchJob) -> dict[str, Any]:
         error = None
     except Exception as err:  # reported per job (see the docstring)
         error = f"{type(err).__name__}: {err}"
-    out = {"out": job.out, "pid": os.getpid(), "loads": api.LOADS[0]}
+    out = {"out": job.out, "pid": os.getpid(), "loads": LOADS[0]}
     return out if error is None else {**out, "error": error}
 
 
