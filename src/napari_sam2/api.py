@@ -25,25 +25,19 @@ Every call returns a :class:`SegmentationResult` whose ``record`` says how to ma
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import os
-from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
-from pathlib import Path
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
-import numpy as np
 import torch
-import zarr
 
+from ._automatic import segment_everything
 from ._inputs import LOADS as LOADS  # models loaded by this process (the batch tests read it)
 from ._inputs import check_frames, image_input, labels_target, load_model, prompt_map
 from ._inputs import resolve_model as _resolve_model
-from .engine import automask
-from .engine.automask import AutoMaskConfig
+from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
 from .engine.cache import EmbeddingCache
 from .engine.frames import FrameError, FrameSequence
-from .engine.intensity import resolve_window
 from .engine.labels import LabelWriter
 from .engine.predictor import ImagePredictor
 from .engine.prompts import PromptError
@@ -54,12 +48,9 @@ from .engine.provenance import (
     model_entry,
     options_entry,
     prompt_entries,
-    python_script,
-    read_labels,
     read_prompts,
     read_record,
     runtime_entry,
-    write_labels,
 )
 from .engine.sources import open_image
 from .engine.tracker import Tracker
@@ -75,53 +66,6 @@ __all__ = [
     "segment",
     "segment_everything",
 ]
-
-Progress = Callable[[int, int], None]
-Cancel = Callable[[], bool]
-
-
-class Cancelled(RuntimeError):
-    """``cancel()`` returned True; ``labels`` holds what was finished (whole planes only)."""
-
-    def __init__(self, message: str, labels: Any = None) -> None:
-        super().__init__(message)
-        self.labels = labels
-
-
-@dataclass
-class SegmentationResult:
-    """Labels and the record of how they were made.
-
-    Attributes:
-        labels: integer labels shaped like the image's frames + (H, W), 0 = background (numpy,
-            or zarr when written to a ``.zarr`` ``out``).
-        record: the :class:`~napari_sam2.engine.provenance.ProvenanceRecord`.
-        path: where the labels were saved, if they were.
-    """
-
-    labels: np.ndarray | zarr.Array
-    record: ProvenanceRecord
-    path: Path | None = None
-
-    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the labels with their provenance to TIFF (``.tif``) or zarr (``.zarr``)."""
-        self.path = write_labels(path, self.labels, self.record, overwrite=overwrite)
-        return self.path
-
-    def script(self) -> str:
-        """A runnable Python script that makes these labels again (``python_script(record)``)."""
-        return python_script(self.record)
-
-
-def _finish(target, layer, record, out) -> SegmentationResult:
-    if layer is not None and callable(getattr(layer, "refresh", None)):
-        layer.refresh()
-    result = SegmentationResult(target, record)
-    if out is not None:
-        result.save(out)
-        if isinstance(target, zarr.Array):
-            result.labels = read_labels(out)
-    return result
 
 
 # ---------------------------------------------------------------------------------------------- calls
@@ -224,7 +168,7 @@ def segment(
     finally:
         if source is not data:
             source.close()
-    return _finish(target, labels_layer, record, out)
+    return finish(target, labels_layer, record, out)
 
 
 def propagate(
@@ -326,124 +270,7 @@ def propagate(
     finally:
         if source is not data:
             source.close()
-    return _finish(target, labels_layer, record, out)
-
-
-def segment_everything(
-    image: Any,
-    *,
-    model: Sam2Model | str | os.PathLike | None = None,
-    axis: str | None = None,
-    fixed: Mapping[str, int] | None = None,
-    window: Any = None,
-    config: AutoMaskConfig | None = None,
-    seed_frames: Sequence[int] | None = None,
-    seed_spacing: int = 4,
-    min_area: int = 0,
-    tile_size: int | None = None,
-    overlap: int | None = None,
-    tracker_window: int | str | None = "auto",
-    stop_after_absent: int | None = 3,
-    axes: str | None = None,
-    channel: int | None = None,
-    cache_dir: str | os.PathLike | None = None,
-    labels: Any = None,
-    out: str | os.PathLike | None = None,
-    device: str | torch.device | None = None,
-    progress: Progress | None = None,
-    cancel: Cancel | None = None,
-    **options: Any,
-) -> SegmentationResult:
-    """Instance labels for everything SAM2's automatic mask generator finds; no prompts.
-
-    A plane gets the generator's masks resolved into one label image; a (z, y, x) or (t, y, x)
-    stack gets instances found on seed frames and carried through the stack by the tracker with
-    consistent ids (:func:`napari_sam2.engine.automask.segment_everything`, docs/automatic.md).
-
-    Args:
-        image: a plane, a stack or a (t, z, y, x) image with ``fixed`` (any input :func:`segment` takes).
-        config, options: generator parameters, an
-            :class:`~napari_sam2.engine.automask.AutoMaskConfig` and/or its fields by name
-            (``points_per_side=16``, ``pred_iou_thresh=0.7``, ...); defaults are SAM2's.
-        axis, fixed: the frame axis of a stack and the other axis's index, as in :func:`propagate`.
-        seed_frames: frames along ``axis`` to run the generator on, in that order (default: the
-            middle frame, then every ``seed_spacing`` frames outward).
-        min_area: drop objects with fewer visible pixels than this where they are found.
-        tile_size, overlap: tiling of planes larger than the model input.
-        tracker_window, stop_after_absent: as in :func:`propagate` (default: stop after 3).
-        window, axes, channel, cache_dir, out, device: as in :func:`segment`.
-        labels: write into these labels (array or napari Labels layer); new ids start above its
-            largest id and never take another object's voxels.
-        progress: ``progress(done, total)``. cancel: polled between click batches and frames;
-            True raises :class:`Cancelled` (finished frames stay written).
-
-    Returns:
-        A :class:`SegmentationResult`; its record holds the generator options, the seed frames as
-        processed and the tiling, so :func:`replay` makes the same labels.
-
-    Raises:
-        AutoMaskError: a bad generator option or seed frame (the message names it and the range).
-    """
-    cfg = AutoMaskConfig.build(config, **options)  # bad options fail before the model loads
-    net = _resolve_model(model, device)
-    data, path, _ = image_input(image)
-    source = open_image(data, axes=axes, channel=channel)
-    try:
-        frame_axes = source.axes[:-2]
-        if frame_axes:
-            axis = axis or ("z" if "z" in frame_axes else "t")
-        target, labels_layer = labels_target(labels, out, source)
-        win = resolve_window(window, source.sample_values)  # the engine resolves it so too
-        cache = EmbeddingCache(directory=cache_dir) if cache_dir is not None else None
-        tiles = ImagePredictor(net, tile_size=tile_size, overlap=overlap)  # resolved tiling, to record
-        report = automask.segment_everything(
-            net,
-            source,
-            axis=axis,
-            fixed=fixed,
-            window=win,
-            config=cfg,
-            seed_frames=seed_frames,
-            seed_spacing=seed_spacing,
-            min_area=min_area,
-            tile_size=tiles.tile_size,
-            overlap=tiles.overlap,
-            tracker_window=tracker_window,
-            stop_after_absent=stop_after_absent,
-            cache=cache,
-            writer=LabelWriter(target),
-            progress=progress,
-            cancel=cancel,
-        )
-        if report.cancelled:
-            raise Cancelled(f"cancelled after {len(report.seed_frames)} seed frame(s)", target)
-        stack = None
-        if frame_axes:
-            stack = {
-                "axis": axis,
-                "fixed": {k: int(v) for k, v in (fixed or {}).items()},
-                "tracker_window": tracker_window,
-                "stop_after_absent": stop_after_absent,
-                "seed_frames": list(report.seed_frames),
-                "seed_spacing": seed_spacing,
-            }
-        record = ProvenanceRecord(
-            kind="auto",
-            image=image_entry(source, path),
-            prompts=[],
-            model=model_entry(net),
-            window=list(win.as_tuple()),
-            tiling={"tile_size": tiles.tile_size, "overlap": tiles.overlap},
-            propagation=stack,
-            options=options_entry(
-                window, axes, channel, min_area=min_area, generator=dataclasses.asdict(cfg)
-            ),
-            runtime=runtime_entry(net),
-        )
-    finally:
-        if source is not data:
-            source.close()
-    return _finish(target, labels_layer, record, out)
+    return finish(target, labels_layer, record, out)
 
 
 @contextlib.contextmanager

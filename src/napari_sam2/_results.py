@@ -1,0 +1,63 @@
+"""What the scripting API returns: labels with the record of how they were made, and cancellation."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import zarr
+
+from .engine.provenance import ProvenanceRecord, python_script, read_labels, write_labels
+
+__all__ = ["Cancel", "Cancelled", "Progress", "SegmentationResult", "finish"]
+
+Progress = Callable[[int, int], None]
+Cancel = Callable[[], bool]
+
+
+class Cancelled(RuntimeError):
+    """``cancel()`` returned True; ``labels`` holds what was finished (whole planes only)."""
+
+    def __init__(self, message: str, labels: Any = None) -> None:
+        super().__init__(message)
+        self.labels = labels
+
+
+@dataclass
+class SegmentationResult:
+    """Labels and the record of how they were made.
+
+    Attributes:
+        labels: integer labels shaped like the image's frames + (H, W), 0 = background (numpy,
+            or zarr when written to a ``.zarr`` ``out``).
+        record: the :class:`~napari_sam2.engine.provenance.ProvenanceRecord`.
+        path: where the labels were saved, if they were.
+    """
+
+    labels: np.ndarray | zarr.Array
+    record: ProvenanceRecord
+    path: Path | None = None
+
+    def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
+        """Write the labels with their provenance to TIFF (``.tif``) or zarr (``.zarr``)."""
+        self.path = write_labels(path, self.labels, self.record, overwrite=overwrite)
+        return self.path
+
+    def script(self) -> str:
+        """A runnable Python script that makes these labels again (``python_script(record)``)."""
+        return python_script(self.record)
+
+
+def finish(target, layer, record, out) -> SegmentationResult:
+    if layer is not None and callable(getattr(layer, "refresh", None)):
+        layer.refresh()
+    result = SegmentationResult(target, record)
+    if out is not None:
+        result.save(out)
+        if isinstance(target, zarr.Array):
+            result.labels = read_labels(out)
+    return result
