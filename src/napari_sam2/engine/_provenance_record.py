@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..model import Sam2Model
 from .cache import weights_fingerprint
 from .prompts import Prompt
 
@@ -171,11 +172,17 @@ def image_entry(source: Any, path: str | None) -> dict[str, Any]:
     }
 
 
-def model_entry(model: Any) -> dict[str, Any]:
+def model_entry(model: Any, name: str | None = None) -> dict[str, Any]:
     """The record's ``model``: where it came from (``model.napari_sam2_source``, set by
-    :func:`napari_sam2.load_model`), its config name and weights fingerprint."""
+    :func:`napari_sam2.load_model`), its config name (else ``name``) and weights fingerprint
+    (None for a backend that is not a :class:`Sam2Model`, e.g. a test stand-in)."""
     known = getattr(model, "napari_sam2_source", None) or {"source": None, "sha256": None}
-    return {**known, "name": model.config.name, "fingerprint": weights_fingerprint(model)}
+    config = getattr(model, "config", None)
+    return {
+        **known,
+        "name": config.name if config is not None else name,
+        "fingerprint": weights_fingerprint(model) if isinstance(model, Sam2Model) else None,
+    }
 
 
 def runtime_entry(model: Any) -> dict[str, Any]:
@@ -189,7 +196,7 @@ def runtime_entry(model: Any) -> dict[str, Any]:
         "torch": torch.__version__,
         "numpy": np.__version__,
         "python": platform.python_version(),
-        "device": str(model.device),
+        "device": str(getattr(model, "device", "cpu")),
         "threads": torch.get_num_threads(),
     }
 

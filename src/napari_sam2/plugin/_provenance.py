@@ -22,17 +22,19 @@ propagated one by one the API propagates them together, which can differ where t
 
 from __future__ import annotations
 
-import platform
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
-from ..engine.cache import weights_fingerprint
-from ..engine.provenance import ProvenanceError, ProvenanceRecord, labels_digest, prompt_entries
-from ..model import Sam2Model
+from ..engine.provenance import (
+    ProvenanceError,
+    ProvenanceRecord,
+    labels_digest,
+    model_entry,
+    prompt_entries,
+    runtime_entry,
+)
 from ._layers import prompted_frames
 from ._session import PromptSnapshot
 
@@ -43,31 +45,6 @@ __all__ = ["session_record"]
 
 NOT_IN_SCRIPTS = ("segment everything", "propagate labels")
 """Undo-step descriptions starting with these wrote labels the script does not redo."""
-
-
-def _runtime(model: Any) -> dict[str, Any]:
-    try:
-        ours = version("napari-sam2")
-    except PackageNotFoundError:
-        ours = "0+unknown"
-    return {
-        "napari_sam2": ours,
-        "torch": torch.__version__,
-        "numpy": np.__version__,
-        "python": platform.python_version(),
-        "device": str(getattr(model, "device", "cpu")),
-        "threads": torch.get_num_threads(),
-    }
-
-
-def _model(model: Any, name: str) -> dict[str, Any]:
-    known = getattr(model, "napari_sam2_source", None) or {"source": None, "sha256": None}
-    config = getattr(model, "config", None)
-    return {
-        **known,
-        "name": config.name if config is not None else name,
-        "fingerprint": weights_fingerprint(model) if isinstance(model, Sam2Model) else None,
-    }
 
 
 def _latest_prompts(widget: Sam2Widget) -> dict[int, PromptSnapshot]:
@@ -155,7 +132,7 @@ def session_record(widget: Sam2Widget) -> tuple[ProvenanceRecord, list[str]]:
     path = getattr(image.source, "path", None)
     if path is None:
         caveats.append("the image is not from a file: set IMAGE in the script")
-    model = _model(widget.model, widget.model_name)
+    model = model_entry(widget.model, widget.model_name)
     if model["source"] is None:
         caveats.append("the model was not loaded by name or file: set MODEL in the script")
     window = [float(v) for v in image.contrast_limits]
@@ -181,7 +158,7 @@ def session_record(widget: Sam2Widget) -> tuple[ProvenanceRecord, list[str]]:
             "overwrite": widget.overwrite,
             **options,
         },
-        runtime=_runtime(widget.model),
+        runtime=runtime_entry(widget.model),
         labels={}
         if labels is None
         else {
