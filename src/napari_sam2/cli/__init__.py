@@ -213,6 +213,15 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", help="open napari on the sample data with the demo model")
     p.add_argument("--no-gui", action="store_true", help="set everything up, print it, do not show napari")
+    p.add_argument(
+        "--headless",
+        action="store_true",
+        help="no napari: click every sample nucleus once, propagate through z, print IoU, write labels",
+    )
+    p.add_argument(
+        "--out", default="demo_labels.tif", help="labels file of --headless (default: %(default)s)"
+    )
+    p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd.demo)
 
     sub.add_parser("train", help="fine-tune a model on image + label pairs (see `napari-sam2 train -h`)")

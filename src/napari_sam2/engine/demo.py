@@ -61,8 +61,8 @@ class DemoRecipe:
 
     training: TrainingConfig = field(
         default_factory=lambda: TrainingConfig(
-            steps=4000,
-            lr=1e-3,
+            steps=2000,
+            lr=3e-4,
             weight_decay=0.05,
             warmup_steps=100,
             min_lr_ratio=0.05,
