@@ -75,3 +75,8 @@ def test_headless_demo_scores_the_sample_and_writes_replayable_labels(tmp_path, 
     assert f"mean 3D IoU over {len(ids)} nuclei: {np.mean(scores):.3f}" in out
     assert np.mean(scores) > 0.3, scores  # all foreground on every slice scores about 0.1
     assert main(["replay", str(tmp_path / "demo_labels.tif"), "-q"]) == 0  # the record reproduces it
+    before = (tmp_path / "demo_labels.tif").read_bytes()
+    assert main(["demo", "--headless", "--out", "demo_labels.tif", "-q"]) == 0  # a re-run keeps the first
+    assert (tmp_path / "demo_labels.tif").read_bytes() == before
+    assert np.array_equal(tifffile.imread(tmp_path / "demo_labels_2.tif"), labels)
+    assert (tmp_path / "demo_sample_2.tif").is_file()

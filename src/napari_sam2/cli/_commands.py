@@ -338,12 +338,13 @@ def build_demo(show: bool = True):
     return viewer, widget
 
 
-def headless_demo(out: str, quiet: bool = False) -> float:
+def headless_demo(args_out: str, quiet: bool = False) -> float:
     """The demo without a screen: one click per nucleus of the sample volume (at its interior point
     on its largest slice), propagation through z with the demo model, labels with provenance to
-    ``out``, and each nucleus's IoU against the generator's ground truth printed. The sample image is
-    saved beside ``out`` (``demo_sample.tif``) and read from there, so the labels' record can be
-    replayed. Returns the mean IoU."""
+    ``args_out``, and each nucleus's IoU against the generator's ground truth printed. The sample
+    image is saved beside it (``demo_sample.tif``) and read from there, so the labels' record can be
+    replayed. Existing files are never replaced: a re-run writes ``<stem>_2`` and ``demo_sample_2.tif``
+    (then 3, ...). Returns the mean IoU."""
     import numpy as np
     import tifffile
 
@@ -354,7 +355,12 @@ def headless_demo(out: str, quiet: bool = False) -> float:
 
     demo_checkpoint_path()  # a clear error (exit 3) before any work
     stack = sample_nuclei_3d()
-    image = Path(out).with_name("demo_sample.tif")
+    out, image = Path(args_out), Path(args_out).with_name("demo_sample.tif")
+    n = 1
+    while out.exists() or image.exists():  # never replace earlier results (or anyone's files)
+        n += 1
+        out = Path(args_out).with_name(f"{Path(args_out).stem}_{n}{Path(args_out).suffix}")
+        image = Path(args_out).with_name(f"demo_sample_{n}.tif")
     tifffile.imwrite(image, stack.image, photometric="minisblack", metadata={"axes": "ZYX"})
     prompts = {}
     for obj in np.unique(stack.labels)[1:]:
