@@ -348,7 +348,7 @@ def headless_demo(args_out: str, quiet: bool = False) -> float:
     import numpy as np
     import tifffile
 
-    from ..engine.evaluate import click_point, iou
+    from ..engine.evaluate import click_point, iou, largest_frame
     from ..engine.models import demo_checkpoint_path
     from ..engine.prompts import Prompt
     from ..engine.synthetic import sample_nuclei_3d
@@ -364,7 +364,7 @@ def headless_demo(args_out: str, quiet: bool = False) -> float:
     tifffile.imwrite(image, stack.image, photometric="minisblack", metadata={"axes": "ZYX"})
     prompts = {}
     for obj in np.unique(stack.labels)[1:]:
-        z = int((stack.labels == obj).sum(axis=(1, 2)).argmax())
+        z = largest_frame((stack.labels == obj).sum(axis=(1, 2)))  # as engine.evaluate clicks
         prompts[(z, int(obj))] = Prompt(points=[click_point(stack.labels[z] == obj)], labels=[1])
     with progress_bar("propagate", quiet, "frame") as bar:
         result = api.propagate(str(image), prompts, model="demo", axis="z", out=out, progress=bar)

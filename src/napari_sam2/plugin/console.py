@@ -114,6 +114,16 @@ def _boxes(boxes: Any, image: Any) -> list[np.ndarray]:
     return [np.asarray(b, dtype=np.float64) for b in boxes]
 
 
+def _prompted(image, geometry, points, boxes, point_labels, object_id) -> dict:
+    """{frame: Prompt} of the slices with a positive click or a box (points and boxes as the
+    public functions take them)."""
+    nd = len(geometry.shape)
+    coords, positive = _points(
+        points if points is not None else np.zeros((0, nd)), image, point_labels, object_id, nd
+    )
+    return prompted_frames(coords, positive, _boxes(boxes, image), len(geometry.frame_axes))
+
+
 def segment(
     image: Any,
     points: Any = None,
@@ -145,11 +155,7 @@ def segment(
         The labels array (the layer's data when ``labels`` is a layer; the layer is refreshed).
     """
     geometry, source, window = _open(image, axes)
-    nd = len(geometry.shape)
-    coords, positive = _points(
-        points if points is not None else np.zeros((0, nd)), image, point_labels, object_id, nd
-    )
-    frames = prompted_frames(coords, positive, _boxes(boxes, image), len(geometry.frame_axes))
+    frames = _prompted(image, geometry, points, boxes, point_labels, object_id)
     if not frames:
         raise PromptError("no positive click or box: give at least one positive point or a box")
     data = _labels_array(labels, geometry)
@@ -188,17 +194,14 @@ def propagate(
         The labels array, written in place when given.
     """
     geometry, source, window = _open(image, axes)
-    fa, nd = geometry.frame_axes, len(geometry.shape)
+    fa = geometry.frame_axes
     if not fa:
         raise PromptError("a 2D image has no z or t axis to propagate along; use segment()")
     axis = axis or ("z" if "z" in fa else "t")
     if axis not in fa:
         raise PromptError(f"the image has axes {geometry.axes!r}; propagate along one of {list(fa)}")
     data = _labels_array(labels, geometry)
-    coords, positive = _points(
-        points if points is not None else np.zeros((0, nd)), image, point_labels, object_id, nd
-    )
-    frames = prompted_frames(coords, positive, _boxes(boxes, image), len(fa))
+    frames = _prompted(image, geometry, points, boxes, point_labels, object_id)
     k = fa.index(axis)
     masks = {}
     if frames:
