@@ -5,9 +5,9 @@ click's token more than far-away tokens do. In the two-way transformer that pref
 the product of two positional encodings (the grid's and the click's) through the query and key
 projections. With the usual random initialisation that product carries no notion of distance, the
 image tokens cannot tell which object was clicked, and training settles into a plateau that
-predicts every object of the image for every click (measured on the demo data: soft dice stays at
-0.85 for 3,000 steps with 12 nuclei per image). Breaking it needs a gradient signal that a random
-start does not give.
+predicts every object of the image for every click (measured on the demo data with 12 nuclei per
+image: soft dice 0.85-0.89 over 800 steps, 0.77 after 3,000, held-out 1-click IoU 0.015).
+Breaking it needs a gradient signal that a random start does not give.
 
 What this does, before training starts:
 
