@@ -8,9 +8,9 @@ import torch
 import torch.nn.functional as F
 
 from napari_sam2.engine.prompts import Prompt, prompt_tensors
-from napari_sam2.model import Sam2Model
+from napari_sam2.model import Memory, Sam2Model
 from napari_sam2.model.config import DEMO_CONFIG
-from napari_sam2.model.scratch_init import localise_prompt_attention
+from napari_sam2.model.scratch_init import localise_memory_attention, localise_prompt_attention
 
 CLICKS = [(40, 200), (120, 56), (200, 232), (136, 136), (24, 24), (232, 104)]  # (row, col), 256 x 256 input
 
@@ -93,3 +93,72 @@ def test_only_the_documented_tensors_change():
 def test_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="need gain > 0"):
         localise_prompt_attention(Sam2Model(DEMO_CONFIG), **kwargs)
+
+
+def _memory_contrast(model: Sam2Model, monkeypatch) -> tuple[float, float]:
+    """Attention of a frame token on the memory tokens of the previous frame within 1.5 tokens of
+    it, over that on tokens 6 or more away (first memory-attention layer, four query positions),
+    and the attention share of the object-pointer tokens."""
+    seen: list[torch.Tensor] = []
+    sdpa = F.scaled_dot_product_attention
+
+    def spy(q, k, v, **kw):
+        if q.shape[-2] == 256 and k.shape[-2] > 256:  # cross-attention: 256 frame tokens
+            seen.append((q @ k.transpose(-1, -2) / math.sqrt(q.shape[-1])).softmax(-1))
+        return sdpa(q, k, v, **kw)
+
+    torch.manual_seed(1)
+    feats = model.encode_image(torch.randn(2, 3, 256, 256))
+    low_res = torch.full((1, 1, 64, 64), -10.0)
+    low_res[..., 20:36, 20:36] = 10.0
+    mem, pos = model.encode_memory(feats.select(0), low_res, torch.ones(1, 1), True)
+    monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
+    model.condition_on_memory(
+        feats.select(1), [Memory(mem, pos, 0), Memory(mem, pos, 1)], torch.randn(1, 2, 64), torch.tensor([1.0, 2.0]), 4
+    )
+    monkeypatch.undo()
+    weights = seen[0][0, 0].detach()
+    first = weights[:, :256].reshape(16, 16, 16, 16).numpy()  # query row, col, key row, col
+    rows, cols = np.mgrid[:16, :16]
+    ratios = []
+    for r, c in [(3, 3), (8, 8), (12, 5), (2, 13)]:
+        dist = np.hypot(rows - r, cols - c)
+        ratios.append(first[r, c][dist <= 1.5].mean() / first[r, c][dist >= 6].mean())
+    return float(np.mean(ratios)), float(weights[:, 512:].sum(-1).mean())
+
+
+def test_memory_attention_starts_local(monkeypatch):
+    plain, local, pointer_share = [], [], []
+    for seed in range(3):
+        torch.manual_seed(seed)
+        plain.append(_memory_contrast(Sam2Model(DEMO_CONFIG).eval(), monkeypatch)[0])
+        torch.manual_seed(seed)
+        model = Sam2Model(DEMO_CONFIG).eval()
+        localise_memory_attention(model)
+        contrast, share = _memory_contrast(model, monkeypatch)
+        local.append(contrast)
+        pointer_share.append(share)
+    assert np.mean(plain) < 1.2, plain  # a random start attends to every memory token alike
+    assert np.mean(local) > 10, local
+    assert max(pointer_share) < 0.05, pointer_share  # pointers (not rotated) get no spurious focus
+
+
+def test_memory_init_changes_only_the_documented_tensors():
+    torch.manual_seed(0)
+    model = Sam2Model(DEMO_CONFIG)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    localise_memory_attention(model)
+    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    expected = {"maskmem_tpos_enc"} | {
+        f"memory_attention.layers.{i}.cross_attn_image.{proj}.{part}"
+        for i in range(DEMO_CONFIG.mem_attn_layers)
+        for proj in ("q_proj", "k_proj")
+        for part in ("weight", "bias")
+    }
+    assert changed - expected == set() and expected - changed == set(), sorted(changed ^ expected)
+
+
+@pytest.mark.parametrize("kwargs", [{"gain": 0.0}, {"frequencies": 0}, {"frequencies": 99}, {"slot_norm": 0.0}])
+def test_memory_init_bad_arguments(kwargs):
+    with pytest.raises(ValueError, match="need gain > 0"):
+        localise_memory_attention(Sam2Model(DEMO_CONFIG), **kwargs)

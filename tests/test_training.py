@@ -202,3 +202,38 @@ def test_clips_per_step_accumulates_gradients():
     assert result.steps == 2 and len(result.losses) == 2 and all(np.isfinite(result.losses))
     with pytest.raises(TrainingError, match="clips_per_step"):
         TrainingConfig(clips_per_step=0)
+
+
+@pytest.mark.parametrize("fraction, expect", [(1.0, {3}), (0.0, {1})])
+def test_stack_fraction_picks_stacks_or_planes(fraction, expect):
+    """stack_fraction 1 draws only clips of the stack (3 frames), 0 only the single plane."""
+    from napari_sam2.engine.training import _ClipSampler, _prepare
+
+    volumes = [_prepare(TrainingPair(*_discs()), 0), _prepare(TrainingPair(*_stack(), axes="zyx"), 1)]
+    cfg = replace(FAST, clip_frames=3, stack_fraction=fraction)
+    sampler = _ClipSampler(volumes, cfg, 64)
+    rng = np.random.default_rng(0)
+    assert {sampler.sample(rng)[0].shape[0] for _ in range(20)} == expect
+    mixed = _ClipSampler(volumes, replace(cfg, stack_fraction=0.5), 64)
+    lengths = [mixed.sample(rng)[0].shape[0] for _ in range(200)]
+    assert 70 <= lengths.count(3) <= 130  # about half of the clips come from the stack
+
+
+def test_stack_fraction_out_of_range():
+    with pytest.raises(TrainingError, match="stack_fraction must be in"):
+        TrainingConfig(stack_fraction=1.5)
+
+
+def test_clip_as_long_as_the_stack_stays_inside_it():
+    """A 4-frame clip on a 4-frame stack from a middle slice used to step outside the stack."""
+    from napari_sam2.engine.training import _ClipSampler, _prepare
+
+    vol = _prepare(TrainingPair(*_stack(), axes="zyx"), 0)
+    sampler = _ClipSampler([vol], replace(FAST, clip_frames=4), 64)
+    rng = np.random.default_rng(0)
+    for start in range(4):
+        for _ in range(5):
+            frames = [f[0] for f in sampler._frames(vol, (start,), rng)]
+            assert frames[0] == start and all(0 <= f < 4 for f in frames)
+            assert abs(np.diff(frames)).tolist() == [1] * (len(frames) - 1)
+            assert len(frames) == max(4 - start, start + 1)  # the longer side of the start

@@ -33,7 +33,7 @@ import torch
 from ..model import Sam2Model
 from ..model.checkpoint import load_checkpoint
 from ..model.config import DEMO_CONFIG
-from ..model.scratch_init import localise_prompt_attention
+from ..model.scratch_init import localise_memory_attention, localise_prompt_attention
 from . import synthetic
 from .training import TrainingConfig, TrainingResult, train
 
@@ -57,6 +57,8 @@ class DemoRecipe:
         attention_gain: gain of :func:`~napari_sam2.model.scratch_init.localise_prompt_attention`
             applied to the initial weights (None: plain random initialisation, which does not
             learn which object a click selects within the recipe's steps).
+        memory_gain: gain of :func:`~napari_sam2.model.scratch_init.localise_memory_attention`
+            (None: plain random memory attention).
     """
 
     training: TrainingConfig = field(
@@ -87,6 +89,7 @@ class DemoRecipe:
     threads: int = 1
     init_seed: int = 0
     attention_gain: float | None = 3.0
+    memory_gain: float | None = None
 
 
 HELDOUT_SEED = 90_000
@@ -165,6 +168,8 @@ def train_demo(
     model = Sam2Model(DEMO_CONFIG)
     if recipe.attention_gain is not None:
         localise_prompt_attention(model, recipe.attention_gain)
+    if recipe.memory_gain is not None:
+        localise_memory_attention(model, recipe.memory_gain)
     start = time.perf_counter()
 
     def progress(step: int, total: int, loss: float) -> None:

@@ -79,6 +79,9 @@ class TrainingConfig:
         clips_per_step: clips whose gradients are accumulated into one optimiser step (a larger
             effective batch: less noisy steps).
         clip_frames: consecutive planes per clip on stacks (1 trains single images only).
+        stack_fraction: chance that a clip comes from a stack (z or t) when the data mixes
+            stacks and single planes; None draws every dataset equally often. Only clips
+            from stacks train the memory modules, so a mix dominated by 2D images needs this.
         max_objects: most objects per clip (they share the image encoding).
         correction_rounds: correction clicks on the prompted frame after the first prompt.
         prob_box, prob_mask: chance that the first prompt is a box, or the ground-truth mask
@@ -103,6 +106,7 @@ class TrainingConfig:
     grad_clip: float | None = 1.0
     clips_per_step: int = 1
     clip_frames: int = 3
+    stack_fraction: float | None = None
     max_objects: int = 4
     correction_rounds: int = 2
     prob_box: float = 0.3
@@ -130,6 +134,8 @@ class TrainingConfig:
             raise TrainingError(
                 f"lr must be > 0 and min_lr_ratio in [0, 1], got {self.lr}, {self.min_lr_ratio}"
             )
+        if self.stack_fraction is not None and not 0 <= self.stack_fraction <= 1:
+            raise TrainingError(f"stack_fraction must be in [0, 1] or None, got {self.stack_fraction}")
         if not (self.prob_box >= 0 and self.prob_mask >= 0 and self.prob_box + self.prob_mask <= 1):
             raise TrainingError("prob_box and prob_mask must be >= 0 and add up to at most 1")
         object.__setattr__(self, "freeze", tuple(self.freeze))
@@ -249,6 +255,15 @@ class _ClipSampler:
         self.volumes = volumes
         self.cfg = cfg
         self.size = image_size
+        stacks = [v for v in volumes if v.source.frame_shape and v.source.frame_shape[-1] > 1]
+        planes = [v for v in volumes if not (v.source.frame_shape and v.source.frame_shape[-1] > 1)]
+        self.groups = (stacks, planes) if cfg.stack_fraction is not None and stacks and planes else None
+
+    def _volume(self, rng: np.random.Generator) -> _Volume:
+        if self.groups is None:
+            return self.volumes[int(rng.integers(len(self.volumes)))]
+        group = self.groups[0] if rng.random() < self.cfg.stack_fraction else self.groups[1]
+        return group[int(rng.integers(len(group)))]
 
     def _frames(
         self, vol: _Volume, start: tuple[int, ...], rng: np.random.Generator
@@ -261,6 +276,9 @@ class _ClipSampler:
         step = 1 if rng.random() < 0.5 else -1
         if not 0 <= start[-1] + step * (length - 1) < n:
             step = -step
+        if not 0 <= start[-1] + step * (length - 1) < n:  # fits neither way: the longer side
+            step = 1 if n - 1 - start[-1] >= start[-1] else -1
+            length = (n - start[-1]) if step == 1 else start[-1] + 1
         return [(*start[:-1], start[-1] + step * i) for i in range(length)]
 
     def _window(
@@ -297,7 +315,7 @@ class _ClipSampler:
     def sample(self, rng: np.random.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         """-> images (T, 3, S, S) and target masks (T, K, S, S) bool; objects present in frame 0."""
         for _ in range(50):
-            vol = self.volumes[int(rng.integers(len(self.volumes)))]
+            vol = self._volume(rng)
             start = vol.frames[int(rng.integers(len(vol.frames)))]
             frames = self._frames(vol, start, rng)
             crop = self._window(vol, start, rng)
