@@ -158,7 +158,24 @@ def test_memory_init_changes_only_the_documented_tensors():
     assert changed - expected == set() and expected - changed == set(), sorted(changed ^ expected)
 
 
-@pytest.mark.parametrize("kwargs", [{"gain": 0.0}, {"frequencies": 0}, {"frequencies": 99}, {"slot_norm": 0.0}])
+@pytest.mark.parametrize("kwargs", [{"gain": 0.0}, {"frequencies": 0}, {"frequencies": 99}, {"slot_norm": 0.0}, {"mask_gain": 0.0}])
 def test_memory_init_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="need gain > 0"):
         localise_memory_attention(Sam2Model(DEMO_CONFIG), **kwargs)
+
+
+def test_memory_init_mask_gain_scales_only_the_mask_path():
+    torch.manual_seed(0)
+    model = Sam2Model(DEMO_CONFIG)
+    last = model.memory_encoder.mask_downsampler.encoder[-1]
+    weight, bias = last.weight.clone(), last.bias.clone()
+    torch.manual_seed(1)
+    plain = Sam2Model(DEMO_CONFIG)
+    plain.load_state_dict(model.state_dict())
+    torch.manual_seed(2)
+    localise_memory_attention(plain)
+    torch.manual_seed(2)
+    localise_memory_attention(model, mask_gain=20.0)
+    assert torch.allclose(last.weight, 20 * weight) and torch.allclose(last.bias, 20 * bias)
+    differ = {k for k, v in model.state_dict().items() if not torch.equal(v, plain.state_dict()[k])}
+    assert differ == {"memory_encoder.mask_downsampler.encoder.12.weight", "memory_encoder.mask_downsampler.encoder.12.bias"}

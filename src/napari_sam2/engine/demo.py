@@ -59,6 +59,7 @@ class DemoRecipe:
             learn which object a click selects within the recipe's steps).
         memory_gain: gain of :func:`~napari_sam2.model.scratch_init.localise_memory_attention`
             (None: plain random memory attention).
+        memory_mask_gain: its ``mask_gain``, the factor on the memory encoder's mask path.
     """
 
     training: TrainingConfig = field(
@@ -90,6 +91,7 @@ class DemoRecipe:
     init_seed: int = 0
     attention_gain: float | None = 3.0
     memory_gain: float | None = None
+    memory_mask_gain: float = 1.0
 
 
 HELDOUT_SEED = 90_000
@@ -169,7 +171,7 @@ def train_demo(
     if recipe.attention_gain is not None:
         localise_prompt_attention(model, recipe.attention_gain)
     if recipe.memory_gain is not None:
-        localise_memory_attention(model, recipe.memory_gain)
+        localise_memory_attention(model, recipe.memory_gain, mask_gain=recipe.memory_mask_gain)
     start = time.perf_counter()
 
     def progress(step: int, total: int, loss: float) -> None:

@@ -114,6 +114,7 @@ def localise_memory_attention(
     frequencies: int = 4,
     slot_norm: float = 8.0,
     noise: float = 0.02,
+    mask_gain: float = 1.0,
 ) -> None:
     """Re-initialise ``model`` in place so that memory attention starts local in space.
 
@@ -133,14 +134,18 @@ def localise_memory_attention(
         slot_norm: norm of the temporal slot embedding that carries the keys' constant part;
             large against the memory features' own projection onto it.
         noise: standard deviation of the random weights left on the query and key projections.
+        mask_gain: factor on the memory encoder's mask path (the mask downsampler's last
+            convolution). At a random start the mask adds only about a tenth to a memory that
+            mostly encodes the image, and that share shrinks as the image features grow in
+            training; a gain keeps "where the object was" the loudest part of the memory.
     """
     layers = list(model.memory_attention.layers)
     head_dim = layers[0].cross_attn_image.q_proj.weight.shape[0] // layers[0].cross_attn_image.num_heads
     pairs_per_axis = head_dim // 4
-    if gain <= 0 or noise < 0 or slot_norm <= 0 or not 1 <= frequencies <= pairs_per_axis:
+    if gain <= 0 or noise < 0 or slot_norm <= 0 or mask_gain <= 0 or not 1 <= frequencies <= pairs_per_axis:
         raise ValueError(
-            f"need gain > 0, noise >= 0, slot_norm > 0 and 1 <= frequencies <= {pairs_per_axis}, "
-            f"got {gain}, {noise}, {slot_norm}, {frequencies}"
+            f"need gain > 0, noise >= 0, slot_norm > 0, mask_gain > 0 and 1 <= frequencies <= "
+            f"{pairs_per_axis}, got {gain}, {noise}, {slot_norm}, {mask_gain}, {frequencies}"
         )
     tpos = model.maskmem_tpos_enc  # (slots, 1, 1, mem_dim)
     mem_dim = tpos.shape[-1]
@@ -160,3 +165,7 @@ def localise_memory_attention(
         attn.q_proj.bias.copy_(b.to(q_w))
         k_w.copy_(noise * torch.randn_like(k_w) + torch.outer(b, direction).to(k_w) / slot_norm)
         attn.k_proj.bias.zero_()
+    if mask_gain != 1.0:
+        last = model.memory_encoder.mask_downsampler.encoder[-1]
+        last.weight.mul_(mask_gain)
+        last.bias.mul_(mask_gain)
