@@ -401,3 +401,23 @@ def test_bad_inputs_give_clear_errors():
         segment_everything(make_model(), np.zeros((3, 40, 40), np.uint8), window=(0, 255), seed_frames=[3])
     with pytest.raises(AutoMaskError, match="min_area must be an int >= 0"):
         masks_to_labels([], (4, 4), min_area=-1)
+
+
+def test_demo_model_gets_its_own_filter_defaults():
+    """The demo model's IoU head scores most correct masks 0.7-0.8, so it has its own filter
+    thresholds; official models keep SAM2's, and explicit options always win."""
+    from napari_sam2.engine.automask import AutoMaskConfig
+    from napari_sam2.engine.predictor import ImagePredictor
+    from napari_sam2.model import Sam2Model
+    from napari_sam2.model.config import DEMO_CONFIG, get_config
+
+    demo = Sam2Model(DEMO_CONFIG)
+    for model in (demo, ImagePredictor(demo)):
+        cfg = AutoMaskConfig.for_model(model)
+        assert (cfg.pred_iou_thresh, cfg.stability_score_thresh) == (0.7, 0.9)
+        assert cfg.points_per_side == 32 and cfg.box_nms_thresh == 0.7  # the rest is SAM2's
+    official = AutoMaskConfig.for_model(Sam2Model(get_config("sam2.1_hiera_tiny")))
+    assert official == AutoMaskConfig() and (official.pred_iou_thresh, official.stability_score_thresh) == (0.8, 0.95)
+    assert AutoMaskConfig.build(None, demo, pred_iou_thresh=0.5).pred_iou_thresh == 0.5
+    assert AutoMaskConfig.build(None, demo, pred_iou_thresh=0.5).stability_score_thresh == 0.9
+    assert AutoMaskConfig.build(AutoMaskConfig(), demo) == AutoMaskConfig()  # a given config is used as is

@@ -61,7 +61,9 @@ def segment_everything(
         image: a plane, a stack or a (t, z, y, x) image with ``fixed`` (any input :func:`segment` takes).
         config, options: generator parameters, an
             :class:`~napari_sam2.engine.automask.AutoMaskConfig` and/or its fields by name
-            (``points_per_side=16``, ``pred_iou_thresh=0.7``, ...); defaults are SAM2's.
+            (``points_per_side=16``, ``pred_iou_thresh=0.7``, ...); defaults are SAM2's, with
+            the demo model's own filter thresholds for the demo model
+            (:meth:`~napari_sam2.engine.automask.AutoMaskConfig.for_model`).
         axis, fixed: the frame axis of a stack and the other axis's index, as in :func:`propagate`.
         seed_frames: frames along ``axis`` to run the generator on, in that order (default: the
             middle frame, then every ``seed_spacing`` frames outward).
@@ -81,8 +83,9 @@ def segment_everything(
     Raises:
         AutoMaskError: a bad generator option or seed frame (the message names it and the range).
     """
-    cfg = AutoMaskConfig.build(config, **options)  # bad options fail before the model loads
+    AutoMaskConfig.build(config, **options)  # bad options fail before the model loads
     net = _resolve_model(model, device)
+    cfg = AutoMaskConfig.build(config, net, **options)  # the model's defaults where none given
     data, path, _ = image_input(image)
     source = open_image(data, axes=axes, channel=channel)
     try:

@@ -134,7 +134,7 @@ def auto(args: argparse.Namespace) -> int:
         for f in dataclasses.fields(AutoMaskConfig)
         if getattr(args, f.name) is not None
     }
-    config = AutoMaskConfig.build(**options)  # bad generator options: exit 2 before any work
+    AutoMaskConfig.build(**options)  # bad generator options: exit 2 before any work
     _exists(args.image, "image")
     _prepare_out(args)
     model = api._resolve_model(args.model, args.device)  # a missing model fails before the bar
@@ -142,7 +142,7 @@ def auto(args: argparse.Namespace) -> int:
         result = api.segment_everything(
             args.image,
             model=model,
-            config=config,
+            **options,
             axis=args.axis,
             fixed=args.fixed,
             window=args.window,

@@ -146,7 +146,8 @@ def generate_masks(
         image: anything :func:`.sources.open_image` takes: (H, W), (H, W, 3) RGB, or a stack
             with ``frame`` choosing the plane (e.g. ``(z,)``).
         config, options: an :class:`AutoMaskConfig` and/or its fields by name
-            (``points_per_side=16``); defaults are SAM2's.
+            (``points_per_side=16``); defaults: :meth:`AutoMaskConfig.for_model` (SAM2's, with
+            the demo model's own filter thresholds for the demo model).
         window: the intensity window (None: robust percentiles of the data; ``(0, 255)`` for
             8-bit RGB as SAM2 sees it).
         tile_size, overlap: tiling of planes larger than the model input (default: the model
@@ -162,7 +163,7 @@ def generate_masks(
         AutoMaskError: bad parameters (the message names the value and the allowed range).
         AutoMaskCancelled: ``cancel()`` returned True.
     """
-    cfg = AutoMaskConfig.build(config, **options)
+    cfg = AutoMaskConfig.build(config, model, **options)
     if isinstance(model, ImagePredictor):
         predictor = model
     else:
@@ -310,7 +311,8 @@ def segment_everything(
         axis, fixed: the frame axis of a stack ("z" or "t"; default z if present) and the index
             of the other one for (t, z, y, x) data, as in :class:`.frames.FrameSequence`.
         window: intensity window for the whole dataset (None: robust percentiles).
-        config, options: generator parameters (:class:`AutoMaskConfig`, or its fields by name).
+        config, options: generator parameters (:class:`AutoMaskConfig`, or its fields by name);
+            defaults as in :func:`generate_masks`.
         seed_frames: frames to run the generator on, processed in the given order (default: the
             middle frame, then every ``seed_spacing`` frames outward from it).
         min_area: drop objects with fewer visible pixels than this on the plane they are found on.
@@ -328,7 +330,7 @@ def segment_everything(
     Raises:
         AutoMaskError: bad parameters, a labels array of the wrong shape, or a backend for a stack.
     """
-    cfg = AutoMaskConfig.build(config, **options)
+    cfg = AutoMaskConfig.build(config, model, **options)
     if isinstance(min_area, bool) or not isinstance(min_area, int | np.integer) or min_area < 0:
         raise AutoMaskError(f"min_area must be an int >= 0 (pixels); got {min_area!r}")
     source = open_image(image, axes=axes, channel=channel)
