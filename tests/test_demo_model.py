@@ -9,7 +9,7 @@ from scipy import ndimage
 
 from napari_sam2 import ImagePredictor, Prompt, load_model
 from napari_sam2.engine import models, synthetic
-from napari_sam2.engine.demo import HELDOUT_SEED
+from napari_sam2.engine.demo import HELDOUT_SEED, DemoRecipe, _jsonable
 from napari_sam2.model.config import DEMO_CONFIG
 from napari_sam2.model.weights import CACHE_ENV_VAR
 
@@ -22,6 +22,7 @@ def test_shipped_file_is_small_and_documented():
         "python -m napari_sam2.engine.demo train"
     )
     assert recipe["evaluation"]["click_iou_2d"] > 0 and recipe["training_seconds"] > 0
+    assert recipe["recipe"] == _jsonable(DemoRecipe())  # the code's recipe is the shipped model's
 
 
 def test_load_by_name_and_as_offline_default(tmp_path, monkeypatch):

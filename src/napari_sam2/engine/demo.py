@@ -64,12 +64,13 @@ class DemoRecipe:
 
     training: TrainingConfig = field(
         default_factory=lambda: TrainingConfig(
-            steps=2000,
+            steps=7000,
             lr=3e-4,
             weight_decay=0.05,
             warmup_steps=100,
             min_lr_ratio=0.05,
-            clip_frames=3,
+            clip_frames=4,
+            stack_fraction=0.35,
             max_objects=8,
             correction_rounds=2,
             prob_box=0.3,
@@ -90,8 +91,8 @@ class DemoRecipe:
     threads: int = 1
     init_seed: int = 0
     attention_gain: float | None = 3.0
-    memory_gain: float | None = None
-    memory_mask_gain: float = 1.0
+    memory_gain: float | None = 2.5
+    memory_mask_gain: float = 20.0
 
 
 HELDOUT_SEED = 90_000
