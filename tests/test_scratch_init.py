@@ -73,12 +73,17 @@ def test_frequency_pairs_are_orthogonal_and_span_the_range():
     assert torch.all(radii[1:, 0] > radii[:-1, 0])
 
 
-def test_only_the_documented_tensors_change():
+def _changed_keys(init) -> set[str]:
+    """Names of the state tensors that ``init(model)`` changes on a freshly built, seeded model."""
     torch.manual_seed(0)
     model = Sam2Model(DEMO_CONFIG)
     before = {k: v.clone() for k, v in model.state_dict().items()}
-    localise_prompt_attention(model)
-    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    init(model)
+    return {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+
+
+def test_only_the_documented_tensors_change():
+    changed = _changed_keys(localise_prompt_attention)
     assert "sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix" in changed
     changed.discard("sam_prompt_encoder.pe_layer.positional_encoding_gaussian_matrix")
     assert changed and all(
@@ -144,11 +149,7 @@ def test_memory_attention_starts_local(monkeypatch):
 
 
 def test_memory_init_changes_only_the_documented_tensors():
-    torch.manual_seed(0)
-    model = Sam2Model(DEMO_CONFIG)
-    before = {k: v.clone() for k, v in model.state_dict().items()}
-    localise_memory_attention(model)
-    changed = {k for k, v in model.state_dict().items() if not torch.equal(v, before[k])}
+    changed = _changed_keys(localise_memory_attention)
     expected = {"maskmem_tpos_enc"} | {
         f"memory_attention.layers.{i}.cross_attn_image.{proj}.{part}"
         for i in range(DEMO_CONFIG.mem_attn_layers)

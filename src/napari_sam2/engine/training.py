@@ -255,8 +255,9 @@ class _ClipSampler:
         self.volumes = volumes
         self.cfg = cfg
         self.size = image_size
-        stacks = [v for v in volumes if v.source.frame_shape and v.source.frame_shape[-1] > 1]
-        planes = [v for v in volumes if not (v.source.frame_shape and v.source.frame_shape[-1] > 1)]
+        is_stack = [bool(v.source.frame_shape) and v.source.frame_shape[-1] > 1 for v in volumes]
+        stacks = [v for v, stack in zip(volumes, is_stack) if stack]
+        planes = [v for v, stack in zip(volumes, is_stack) if not stack]
         self.groups = (stacks, planes) if cfg.stack_fraction is not None and stacks and planes else None
 
     def _volume(self, rng: np.random.Generator) -> _Volume:
