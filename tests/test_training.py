@@ -237,3 +237,36 @@ def test_clip_as_long_as_the_stack_stays_inside_it():
             assert frames[0] == start and all(0 <= f < 4 for f in frames)
             assert abs(np.diff(frames)).tolist() == [1] * (len(frames) - 1)
             assert len(frames) == max(4 - start, start + 1)  # the longer side of the start
+
+
+def test_intensity_jitter_moves_each_clips_window_within_bounds():
+    """intensity_jitter 0.25: low and high move by up to a quarter of the window's width each,
+    differently per clip, and one window serves the whole clip; 0 keeps the dataset's window."""
+    from napari_sam2.engine.training import _ClipSampler, _prepare
+
+    vol = _prepare(TrainingPair(*_stack(), axes="zyx"), 0)
+    low, high = vol.window.low, vol.window.high
+    width = high - low
+    rng = np.random.default_rng(0)
+    plain = _ClipSampler([vol], replace(FAST, clip_frames=3), 64)
+    assert {plain._intensity(vol, rng) for _ in range(5)} == {vol.window}
+    sampler = _ClipSampler([vol], replace(FAST, clip_frames=3, intensity_jitter=0.25), 64)
+    windows = [sampler._intensity(vol, rng) for _ in range(300)]
+    lows = np.array([w.low for w in windows])
+    highs = np.array([w.high for w in windows])
+    assert np.all(np.abs(lows - low) <= 0.25 * width + 1e-9)
+    assert np.all(highs - lows >= 0.1 * width - 1e-9)
+    assert np.all(highs <= high + 0.25 * width + 1e-9)
+    assert lows.min() < low - 0.2 * width and lows.max() > low + 0.2 * width  # both directions
+    assert highs.min() < high - 0.2 * width and highs.max() > high + 0.2 * width
+    # sample() uses it: same clip and masks (no rotations, so the random draws line up), other pixels
+    sampler = _ClipSampler([vol], replace(FAST, clip_frames=3, intensity_jitter=0.25, augment=False), 64)
+    plain = _ClipSampler([vol], replace(FAST, clip_frames=3, augment=False), 64)
+    images, masks = sampler.sample(np.random.default_rng(1))
+    base, base_masks = plain.sample(np.random.default_rng(1))
+    assert torch.equal(masks, base_masks) and not torch.equal(images, base)
+
+
+def test_intensity_jitter_out_of_range():
+    with pytest.raises(TrainingError, match="intensity_jitter must be in"):
+        TrainingConfig(intensity_jitter=1.5)

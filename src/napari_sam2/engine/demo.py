@@ -48,6 +48,8 @@ class DemoRecipe:
 
     Attributes:
         training: the :class:`TrainingConfig`.
+        finetune: a second :class:`TrainingConfig` run on the same data from the first one's
+            weights, with a fresh optimiser and learning-rate schedule (None: one stage only).
         n_2d: generated 2D images (nuclei and cells alternate), seeds ``seed_2d + i``.
         n_3d: generated z-stacks of nuclei, seeds ``seed_3d + i``.
         n_moving: generated time series of moving nuclei, seeds ``seed_moving + i``.
@@ -79,6 +81,7 @@ class DemoRecipe:
             seed=0,
         )
     )
+    finetune: TrainingConfig | None = None
     n_2d: int = 64
     n_3d: int = 12
     n_moving: int = 12
@@ -175,12 +178,21 @@ def train_demo(
         localise_memory_attention(model, recipe.memory_gain, mask_gain=recipe.memory_mask_gain)
     start = time.perf_counter()
 
-    def progress(step: int, total: int, loss: float) -> None:
-        if step % 50 == 0 or step == total:
-            log(f"step {step}/{total} loss {loss:.4f} ({time.perf_counter() - start:.0f} s)")
+    stages = [recipe.training] if recipe.finetune is None else [recipe.training, recipe.finetune]
+    results: list[TrainingResult] = []
+    for number, config in enumerate(stages, start=1):
+        name = f"stage {number}/{len(stages)} " if len(stages) > 1 else ""
 
-    result: TrainingResult = train(model, data, recipe.training, device="cpu", out=out, progress=progress)
-    log(f"trained {result.steps} steps in {result.seconds:.0f} s; evaluating on held-out data")
+        def progress(step: int, total: int, loss: float, name=name) -> None:
+            if step % 50 == 0 or step == total:
+                log(f"{name}step {step}/{total} loss {loss:.4f} ({time.perf_counter() - start:.0f} s)")
+
+        last = number == len(stages)
+        results.append(train(model, data, config, device="cpu", out=out if last else None, progress=progress))
+    result = results[-1]
+    steps = sum(r.steps for r in results)
+    seconds = sum(r.seconds for r in results)
+    log(f"trained {steps} steps in {seconds:.0f} s; evaluating on held-out data")
     t_eval = time.perf_counter()
     metrics = evaluate_demo(model)
     log(json.dumps(metrics))
@@ -191,10 +203,10 @@ def train_demo(
         "parameters": sum(p.numel() for p in model.parameters()),
         "file_bytes": out.stat().st_size,
         "recipe": _jsonable(recipe),
-        "training_seconds": round(result.seconds, 1),
-        "steps_done": result.steps,
+        "training_seconds": round(seconds, 1),
+        "steps_done": steps,
         "final_loss_parts": result.parts,
-        "loss_first_100": float(np.mean(result.losses[:100])),
+        "loss_first_100": float(np.mean(results[0].losses[:100])),
         "loss_last_100": float(np.mean(result.losses[-100:])),
         "evaluation": {
             "protocol": "napari_sam2.engine.evaluate.evaluate; held-out seeds from "
@@ -225,6 +237,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     p_train.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
     p_train.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
+    p_train.add_argument(
+        "--finetune-steps", type=int, default=None, help="override the steps of the recipe's second stage"
+    )
     p_eval = sub.add_parser("evaluate", help="score a checkpoint on held-out generated data")
     p_eval.add_argument("--model", required=True)
     args = parser.parse_args(argv)
@@ -232,6 +247,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         recipe = DemoRecipe()
         changes = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
         recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, **changes))
+        if args.finetune_steps is not None:
+            if recipe.finetune is None:
+                parser.error("--finetune-steps: the recipe has no second stage")
+            finetune = dataclasses.replace(recipe.finetune, steps=args.finetune_steps)
+            recipe = dataclasses.replace(recipe, finetune=finetune)
         command = " ".join(
             ["python -m napari_sam2.engine.demo", *(argv if argv is not None else sys.argv[1:])]
         )

@@ -93,6 +93,9 @@ class TrainingConfig:
         min_object_pixels: objects smaller than this (at model resolution) in the prompted
             frame are not prompted.
         augment: random 90-degree rotations and flips of each clip.
+        intensity_jitter: move each clip's intensity window (low and high) by up to this fraction
+            of its width, independently, as users' contrast limits differ from the robust
+            percentiles (0: always the dataset's window).
         freeze: name prefixes of parameters to keep fixed, e.g. ``("image_encoder",)`` or
             ``("image_encoder.trunk", "memory_attention")``.
         seed: seeds data sampling, prompts and torch: same seed, same data -> same losses on CPU.
@@ -119,6 +122,7 @@ class TrainingConfig:
     loss_object: float = 1.0
     min_object_pixels: int = 16
     augment: bool = True
+    intensity_jitter: float = 0.0
     freeze: tuple[str, ...] = ()
     seed: int = 0
 
@@ -136,6 +140,8 @@ class TrainingConfig:
             )
         if self.stack_fraction is not None and not 0 <= self.stack_fraction <= 1:
             raise TrainingError(f"stack_fraction must be in [0, 1] or None, got {self.stack_fraction}")
+        if not 0 <= self.intensity_jitter <= 1:
+            raise TrainingError(f"intensity_jitter must be in [0, 1], got {self.intensity_jitter}")
         if not (self.prob_box >= 0 and self.prob_mask >= 0 and self.prob_box + self.prob_mask <= 1):
             raise TrainingError("prob_box and prob_mask must be >= 0 and add up to at most 1")
         object.__setattr__(self, "freeze", tuple(self.freeze))
@@ -297,17 +303,31 @@ class _ClipSampler:
         c0 = int(np.clip(cols[i] - rng.integers(s), 0, max(w - s, 0)))
         return slice(r0, r0 + s), slice(c0, c0 + s)
 
-    def _plane(self, vol: _Volume, frame: tuple[int, ...], crop) -> tuple[torch.Tensor, torch.Tensor]:
+    def _intensity(self, vol: _Volume, rng: np.random.Generator) -> IntensityWindow:
+        """The clip's intensity window: the dataset's, with both ends moved by up to
+        ``intensity_jitter`` of its width (never narrower than a tenth of it)."""
+        jitter = self.cfg.intensity_jitter
+        if not jitter:
+            return vol.window
+        low, high = vol.window.low, vol.window.high
+        width = high - low
+        new_low, new_high = np.array([low, high]) + width * rng.uniform(-jitter, jitter, 2)
+        new_high = max(new_high, new_low + 0.1 * width)
+        return IntensityWindow(float(new_low), float(new_high))
+
+    def _plane(
+        self, vol: _Volume, frame: tuple[int, ...], crop, window: IntensityWindow
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> model input (3, S, S) float32 and labels (S, S) int64."""
         s = self.size
         if crop is None:
-            plane = apply_window(vol.source.plane(frame), vol.window)
+            plane = apply_window(vol.source.plane(frame), window)
             ids = torch.from_numpy(vol.labels[frame].astype(np.int64))
             if ids.shape != (s, s):
                 ids = F.interpolate(ids[None, None].double(), size=(s, s), mode="nearest-exact")[0, 0].long()
             return to_model_input(plane, s), ids
         rows, cols = crop
-        plane = apply_window(vol.source.region(frame, rows, cols), vol.window)
+        plane = apply_window(vol.source.region(frame, rows, cols), window)
         ids = vol.labels[frame][rows, cols].astype(np.int64)
         pad = [(0, s - ids.shape[0]), (0, s - ids.shape[1])]
         plane = np.pad(plane, pad + [(0, 0)] * (plane.ndim - 2))  # as the predictor pads edge tiles
@@ -320,7 +340,8 @@ class _ClipSampler:
             start = vol.frames[int(rng.integers(len(vol.frames)))]
             frames = self._frames(vol, start, rng)
             crop = self._window(vol, start, rng)
-            planes = [self._plane(vol, f, crop) for f in frames]
+            window = self._intensity(vol, rng)
+            planes = [self._plane(vol, f, crop, window) for f in frames]
             images = torch.stack([p[0] for p in planes])  # (T, 3, S, S)
             ids = torch.stack([p[1] for p in planes])  # (T, S, S)
             if self.cfg.augment:
