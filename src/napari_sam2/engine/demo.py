@@ -167,8 +167,15 @@ def train_demo(
     """Train the demo model from scratch, save it to ``out`` and its recipe + metrics next to it
     (same name, ``.json``). Returns the recipe dict."""
     recipe = recipe or DemoRecipe()
-    out = Path(out)
+    threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
+    try:
+        return _train_demo(Path(out), recipe, log, command)
+    finally:
+        torch.set_num_threads(threads)  # the caller's setting, as it was
+
+
+def _train_demo(out: Path, recipe: DemoRecipe, log, command: str) -> dict:
     data = training_data(recipe)
     torch.manual_seed(recipe.init_seed)
     model = Sam2Model(DEMO_CONFIG)
