@@ -59,8 +59,14 @@ def test_a_second_stage_continues_from_the_first(tmp_path, monkeypatch):
         first = TrainingConfig(
             steps=2, lr=1e-3, warmup_steps=1, max_objects=2, correction_rounds=0, clip_frames=2
         )
-        small = DemoRecipe(
-            training=first, n_2d=2, n_3d=0, n_moving=1, shape_moving=(3, 256, 256), memory_gain=None
+        small = DemoRecipe(  # one stage: the shipped recipe's second stage would run 3,000 steps
+            training=first,
+            finetune=None,
+            n_2d=2,
+            n_3d=0,
+            n_moving=1,
+            shape_moving=(3, 256, 256),
+            memory_gain=None,
         )
         torch.set_num_threads(2)
         one = demo.train_demo(tmp_path / "one.pt", small, log=lambda msg: None)

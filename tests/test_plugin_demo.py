@@ -3,8 +3,9 @@
 One click near the centre of a nucleus on its largest slice must segment that nucleus (each IoU over
 0.2, where a neighbour or the whole foreground scores about 0.1, and a mean of at least 0.35; the
 demo model reaches 0.79 in docs/quality.md with robust-percentile windows, less with the layer's
-contrast limits that the widget uses, measured 0.58 / 0.28 / 0.33 here), and propagating through z must recover the whole nucleus on every slice where it
-is reasonably large.
+contrast limits that the widget uses, measured 0.68 / 0.41 / 0.45 here, the model before 0.58 / 0.28 /
+0.33), and propagating through z must recover the whole nucleus on every slice where it is reasonably
+large.
 """
 
 from __future__ import annotations

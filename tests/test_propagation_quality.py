@@ -56,22 +56,25 @@ def per_frame_iou(pred, truth):
 
 def test_3d_blobs_through_z(demo):
     """Separate 3D blobs (generated nuclei that do not touch). Measured with the shipped model:
-    0.87, 0.83, 0.81 on seeds 9001-9003 (docs/quality.md). The issue's target, 0.9 per frame,
+    0.86, 0.88, 0.86 on seeds 9001-9003 (docs/quality.md). The issue's target, 0.9 per frame,
     is not met yet; this bound catches a tracker that stops following objects (about 0.1)."""
     stack = nuclei_3d((32, 256, 256), n_objects=6, seed=HELD_OUT, touching=0.0)
     labels, _ = track_all(demo, stack)
     scores = per_frame_iou(labels, stack.labels)
-    assert np.mean(list(scores.values())) >= 0.75, scores
+    assert np.mean(list(scores.values())) >= 0.8, scores
     assert min(scores.values()) >= 0.6, scores  # every object is followed, none lost
 
 
 def test_moving_blobs_through_t(demo):
-    """Measured 0.86 on this seed (0.76 and 0.66 on the next two; docs/quality.md); the issue's
-    0.9 is not met yet."""
-    stack = moving_blobs((16, 256, 256), n_objects=4, seed=HELD_OUT, appear_vanish=False)
-    labels, _ = track_all(demo, stack)
-    scores = per_frame_iou(labels, stack.labels)
-    assert np.mean(list(scores.values())) >= 0.75, scores
+    """The issue's target: mean per-frame IoU at least 0.9, over three held-out seeds (measured
+    0.94, 0.96, 0.97 with the shipped model, mean 0.96; the model before it had 0.86, 0.76, 0.66)."""
+    means = []
+    for seed in range(HELD_OUT, HELD_OUT + 3):
+        stack = moving_blobs((16, 256, 256), n_objects=4, seed=seed, appear_vanish=False)
+        labels, _ = track_all(demo, stack)
+        means.append(np.mean(list(per_frame_iou(labels, stack.labels).values())))
+    assert np.mean(means) >= 0.9, means
+    assert min(means) >= 0.8, means
 
 
 def test_object_leaves_and_comes_back(demo):
@@ -117,5 +120,5 @@ def test_windows_on_large_frames_beat_whole_frame_tracking(demo):
     squashed, _ = track_all(demo, stack, window=None, intensity=full_range)
     native_iou = np.mean(list(per_frame_iou(native, stack.labels).values()))
     squashed_iou = np.mean(list(per_frame_iou(squashed, stack.labels).values()))
-    print(f"windows: {native_iou:.3f}  whole frame: {squashed_iou:.3f}")  # measured 0.75 / 0.06
+    print(f"windows: {native_iou:.3f}  whole frame: {squashed_iou:.3f}")  # measured 0.94 / 0.07
     assert native_iou >= 0.6 and native_iou >= squashed_iou + 0.3

@@ -72,7 +72,7 @@ class DemoRecipe:
             warmup_steps=100,
             min_lr_ratio=0.05,
             clip_frames=4,
-            stack_fraction=0.35,
+            stack_fraction=0.5,
             max_objects=8,
             correction_rounds=2,
             prob_box=0.3,
@@ -81,7 +81,24 @@ class DemoRecipe:
             seed=0,
         )
     )
-    finetune: TrainingConfig | None = None
+    finetune: TrainingConfig | None = field(
+        default_factory=lambda: TrainingConfig(
+            steps=3000,
+            lr=1e-4,
+            weight_decay=0.05,
+            warmup_steps=100,
+            min_lr_ratio=0.05,
+            clip_frames=8,
+            stack_fraction=0.3,
+            max_objects=8,
+            correction_rounds=2,
+            prob_box=0.3,
+            prob_mask=0.1,
+            loss_focal=5.0,
+            intensity_jitter=0.25,
+            seed=1,
+        )
+    )
     n_2d: int = 64
     n_3d: int = 12
     n_moving: int = 12
