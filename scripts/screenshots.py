@@ -66,8 +66,25 @@ def click(viewer, layer, widget, z: int, rc: tuple[int, int]) -> None:
     widget.runner.wait(600)
 
 
-def screenshots(model, which: str) -> None:
+def settle(viewer) -> None:
+    """Deliver pending Qt events (the worker's finished signals) and close napari's notification
+    toasts (its PyQt5 deprecation notice would cover the image)."""
+    from napari._qt.dialogs.qt_notification import NapariQtNotification
     from qtpy.QtWidgets import QApplication
+
+    end = time.perf_counter() + 0.5
+    while time.perf_counter() < end:
+        QApplication.processEvents()
+        time.sleep(0.02)
+    for toast in viewer.window._qt_window.findChildren(NapariQtNotification):
+        toast.close()
+    QApplication.processEvents()
+    if viewer.dims.ndisplay == 2:
+        viewer.reset_view()  # the canvas has its final size only now
+        QApplication.processEvents()
+
+
+def screenshots(model, which: str) -> None:
 
     truth = synthetic.sample_nuclei_3d().labels
     viewer, layer, widget = open_viewer(model, which, threaded=True)
@@ -77,7 +94,7 @@ def screenshots(model, which: str) -> None:
     z, rc = centre_click(truth, order[0])
     click(viewer, layer, widget, z, rc)
     viewer.dims.set_point(0, layer.data_to_world((z, 0, 0))[0])
-    QApplication.processEvents()
+    settle(viewer)
     viewer.screenshot(str(OUT / "plugin-click.png"), canvas_only=False)
 
     widget.propagate(axis="z")
@@ -89,7 +106,7 @@ def screenshots(model, which: str) -> None:
         widget.propagate(axis="z")
         widget.runner.wait(600)
     viewer.dims.set_point(0, layer.data_to_world((z, 0, 0))[0])
-    QApplication.processEvents()
+    settle(viewer)
     viewer.screenshot(str(OUT / "plugin-propagated.png"), canvas_only=False)
 
     viewer.dims.ndisplay = 3
@@ -97,7 +114,7 @@ def screenshots(model, which: str) -> None:
     for name in ("SAM2 prompts", "SAM2 boxes"):
         viewer.layers[name].visible = False
     viewer.camera.angles = (-20, 30, 60)
-    QApplication.processEvents()
+    settle(viewer)
     viewer.screenshot(str(OUT / "plugin-3d.png"), canvas_only=True)
     print(f"screenshots in {OUT} with the model: {which}")
     viewer.close()
