@@ -85,7 +85,6 @@ def settle(viewer) -> None:
 
 
 def screenshots(model, which: str) -> None:
-
     truth = synthetic.sample_nuclei_3d().labels
     viewer, layer, widget = open_viewer(model, which, threaded=True)
     viewer.window._qt_window.resize(1400, 900)
