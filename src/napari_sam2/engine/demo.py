@@ -42,6 +42,23 @@ __all__ = ["DemoRecipe", "training_data", "heldout_data", "evaluate_demo", "trai
 COMMAND = "python -m napari_sam2.engine.demo train --out src/napari_sam2/data/demo_sam2.pt"
 
 
+_STAGE_1 = TrainingConfig(
+    steps=7000,
+    lr=3e-4,
+    weight_decay=0.05,
+    warmup_steps=100,
+    min_lr_ratio=0.05,
+    clip_frames=4,
+    stack_fraction=0.5,
+    max_objects=8,
+    correction_rounds=2,
+    prob_box=0.3,
+    prob_mask=0.1,
+    loss_focal=5.0,
+    seed=0,
+)
+
+
 @dataclass(frozen=True)
 class DemoRecipe:
     """Everything that determines the demo model.
@@ -64,37 +81,14 @@ class DemoRecipe:
         memory_mask_gain: its ``mask_gain``, the factor on the memory encoder's mask path.
     """
 
-    training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(
-            steps=7000,
-            lr=3e-4,
-            weight_decay=0.05,
-            warmup_steps=100,
-            min_lr_ratio=0.05,
-            clip_frames=4,
-            stack_fraction=0.5,
-            max_objects=8,
-            correction_rounds=2,
-            prob_box=0.3,
-            prob_mask=0.1,
-            loss_focal=5.0,
-            seed=0,
-        )
-    )
+    training: TrainingConfig = field(default_factory=lambda: _STAGE_1)
     finetune: TrainingConfig | None = field(
-        default_factory=lambda: TrainingConfig(
+        default_factory=lambda: dataclasses.replace(  # what changes from stage 1
+            _STAGE_1,
             steps=3000,
             lr=1e-4,
-            weight_decay=0.05,
-            warmup_steps=100,
-            min_lr_ratio=0.05,
             clip_frames=8,
             stack_fraction=0.3,
-            max_objects=8,
-            correction_rounds=2,
-            prob_box=0.3,
-            prob_mask=0.1,
-            loss_focal=5.0,
             intensity_jitter=0.25,
             seed=1,
         )
