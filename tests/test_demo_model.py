@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import replace
 
 import numpy as np
+import pytest
 import torch
 from scipy import ndimage
 
@@ -13,7 +15,8 @@ from napari_sam2 import ImagePredictor, Prompt, load_model
 from napari_sam2.engine import demo, models, synthetic
 from napari_sam2.engine.demo import HELDOUT_SEED, DemoRecipe, _jsonable
 from napari_sam2.engine.training import TrainingConfig
-from napari_sam2.model.checkpoint import load_checkpoint
+from napari_sam2.model import Sam2Model
+from napari_sam2.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_sam2.model.config import DEMO_CONFIG
 from napari_sam2.model.weights import CACHE_ENV_VAR
 
@@ -50,18 +53,19 @@ def test_demo_segments_a_generated_nucleus_from_one_click():
     assert iou >= 0.8, iou
 
 
-def test_a_second_stage_continues_from_the_first(tmp_path, monkeypatch):
-    """A recipe with ``finetune`` trains twice on the same data: the file is the second stage's
-    continuation of the first (not a fresh start), and the JSON counts both stages' steps."""
+def test_later_stages_continue_and_a_run_resumes_bit_for_bit(tmp_path, monkeypatch):
+    """A recipe with ``finetune`` stages trains them in turn on the same data: each continues the
+    one before (not a fresh start), the JSON counts every stage's steps, and resuming from the
+    file of stage 2 (``start_from``, ``start_stage=3``) writes the three-stage file bit for bit."""
     monkeypatch.setattr(demo, "evaluate_demo", lambda model: {"click_iou_2d": 0.5})  # not under test
     threads = torch.get_num_threads()
     with torch.inference_mode(False):  # training needs autograd (conftest runs tests in inference mode)
         first = TrainingConfig(
             steps=2, lr=1e-3, warmup_steps=1, max_objects=2, correction_rounds=0, clip_frames=2
         )
-        small = DemoRecipe(  # one stage: the shipped recipe's second stage would run 3,000 steps
+        small = DemoRecipe(  # one stage: the shipped recipe's later stages run thousands of steps
             training=first,
-            finetune=None,
+            finetune=(),
             n_2d=2,
             n_3d=0,
             n_moving=1,
@@ -71,15 +75,19 @@ def test_a_second_stage_continues_from_the_first(tmp_path, monkeypatch):
         torch.set_num_threads(2)
         one = demo.train_demo(tmp_path / "one.pt", small, log=lambda msg: None)
         assert small.threads == 1 and torch.get_num_threads() == 2  # the caller's setting is restored
-        two_stages = replace(small, finetune=replace(first, steps=3, seed=1))
-        two = demo.train_demo(tmp_path / "two.pt", two_stages, log=lambda msg: None)
-        assert (one["steps_done"], two["steps_done"]) == (2, 5)
-        assert two["recipe"]["finetune"]["steps"] == 3 and one["recipe"]["finetune"] is None
+        second = replace(first, steps=3, seed=1)
+        third = replace(first, steps=2, seed=2, clips_per_step=2)
+        two = demo.train_demo(tmp_path / "two.pt", replace(small, finetune=(second,)), log=lambda msg: None)
+        three_stages = replace(small, finetune=(second, third))
+        three = demo.train_demo(tmp_path / "three.pt", three_stages, log=lambda msg: None)
+        assert (one["steps_done"], two["steps_done"], three["steps_done"]) == (2, 5, 7)
+        assert one["recipe"]["finetune"] == [] and [s["steps"] for s in three["recipe"]["finetune"]] == [3, 2]
+        assert three["started_from"] is None
         # stage 2 by hand from the one-stage weights gives the two-stage file, bit for bit
         model = load_checkpoint(tmp_path / "one.pt")
         torch.set_num_threads(small.threads)
         try:
-            demo.train(model, demo.training_data(small), two_stages.finetune, device="cpu")
+            demo.train(model, demo.training_data(small), second, device="cpu")
         finally:
             torch.set_num_threads(threads)
         expected = load_checkpoint(tmp_path / "two.pt").state_dict()
@@ -87,3 +95,47 @@ def test_a_second_stage_continues_from_the_first(tmp_path, monkeypatch):
         got = model.state_dict()
         assert all(torch.equal(got[k], expected[k]) for k in expected)
         assert not all(torch.equal(got[k], before[k]) for k in before)
+        # stage 3 resumed from the stage-2 file: the three-stage file again
+        again = tmp_path / "resumed" / "three.pt"  # same file name: torch writes it into the file
+        resumed = demo.train_demo(
+            again, three_stages, log=lambda msg: None, start_from=tmp_path / "two.pt", start_stage=3
+        )
+        assert again.read_bytes() == (tmp_path / "three.pt").read_bytes()
+        assert resumed["steps_done"] == 2 and resumed["started_from"]["stage"] == 3
+        assert (
+            resumed["started_from"]["sha256"]
+            == hashlib.sha256((tmp_path / "two.pt").read_bytes()).hexdigest()
+        )
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"start_stage": 2}, "resuming needs both start_from"),
+        ({"start_from": "x.pt"}, "resuming needs both start_from"),
+        ({"start_from": "x.pt", "start_stage": 99}, "start_stage must be between 1 and .*, got 99"),
+        ({"start_from": "missing.pt", "start_stage": 2}, "checkpoint file not found"),
+    ],
+)
+def test_bad_resume_arguments_give_clear_errors(tmp_path, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        demo.train_demo(tmp_path / "out.pt", DemoRecipe(), log=lambda msg: None, **kwargs)
+    assert not (tmp_path / "out.pt").exists()
+
+
+def test_resuming_from_another_model_is_refused(tmp_path):
+    other = tmp_path / "other.pt"
+    save_checkpoint(Sam2Model(replace(DEMO_CONFIG, name="other")), other)
+    with pytest.raises(ValueError, match="is not a demo-model checkpoint"):
+        demo.train_demo(
+            tmp_path / "out.pt", DemoRecipe(), log=lambda msg: None, start_from=other, start_stage=2
+        )
+
+
+def test_cli_finetune_steps_need_one_number_per_later_stage(tmp_path, capsys):
+    later = len(DemoRecipe().finetune)
+    with pytest.raises(SystemExit):
+        demo.main(["train", "--out", str(tmp_path / "out.pt"), "--finetune-steps", *["5"] * (later + 1)])
+    err = capsys.readouterr().err
+    assert f"the recipe has {later} later stage(s); give one number for each, got {later + 1}" in err
+    assert not (tmp_path / "out.pt").exists()

@@ -31,11 +31,12 @@ import numpy as np
 import torch
 
 from ..model import Sam2Model
-from ..model.checkpoint import load_checkpoint
+from ..model.checkpoint import CheckpointError, load_checkpoint
 from ..model.config import DEMO_CONFIG
 from ..model.scratch_init import localise_memory_attention, localise_prompt_attention
 from . import synthetic
-from .training import TrainingConfig, TrainingResult, train
+from .provenance import file_sha256
+from .training import TrainingConfig, TrainingError, TrainingResult, train
 
 __all__ = ["DemoRecipe", "training_data", "heldout_data", "evaluate_demo", "train_demo", "main"]
 
@@ -58,6 +59,16 @@ _STAGE_1 = TrainingConfig(
     seed=0,
 )
 
+_STAGE_2 = dataclasses.replace(  # what changes from stage 1
+    _STAGE_1,
+    steps=3000,
+    lr=1e-4,
+    clip_frames=8,
+    stack_fraction=0.3,
+    intensity_jitter=0.25,
+    seed=1,
+)
+
 
 @dataclass(frozen=True)
 class DemoRecipe:
@@ -65,8 +76,9 @@ class DemoRecipe:
 
     Attributes:
         training: the :class:`TrainingConfig`.
-        finetune: a second :class:`TrainingConfig` run on the same data from the first one's
-            weights, with a fresh optimiser and learning-rate schedule (None: one stage only).
+        finetune: the later stages, each a :class:`TrainingConfig` run on the same data from
+            the previous stage's weights, with a fresh optimiser and learning-rate schedule
+            (empty: one stage only).
         n_2d: generated 2D images (nuclei and cells alternate), seeds ``seed_2d + i``.
         n_3d: generated z-stacks of nuclei, seeds ``seed_3d + i``.
         n_moving: generated time series of moving nuclei, seeds ``seed_moving + i``.
@@ -82,17 +94,7 @@ class DemoRecipe:
     """
 
     training: TrainingConfig = field(default_factory=lambda: _STAGE_1)
-    finetune: TrainingConfig | None = field(
-        default_factory=lambda: dataclasses.replace(  # what changes from stage 1
-            _STAGE_1,
-            steps=3000,
-            lr=1e-4,
-            clip_frames=8,
-            stack_fraction=0.3,
-            intensity_jitter=0.25,
-            seed=1,
-        )
-    )
+    finetune: tuple[TrainingConfig, ...] = field(default_factory=lambda: (_STAGE_2,))
     n_2d: int = 64
     n_3d: int = 12
     n_moving: int = 12
@@ -173,32 +175,66 @@ def _jsonable(obj):
 
 
 def train_demo(
-    out: str | Path, recipe: DemoRecipe | None = None, *, log=print, command: str = COMMAND
+    out: str | Path,
+    recipe: DemoRecipe | None = None,
+    *,
+    log=print,
+    command: str = COMMAND,
+    start_from: str | Path | None = None,
+    start_stage: int = 1,
 ) -> dict:
     """Train the demo model from scratch, save it to ``out`` and its recipe + metrics next to it
-    (same name, ``.json``). Returns the recipe dict."""
+    (same name, ``.json``). Returns the recipe dict.
+
+    ``start_from`` and ``start_stage`` resume a recipe: the checkpoint that stage
+    ``start_stage - 1`` of the same recipe wrote, and the stage to go on with. The stages run
+    exactly as they would have from scratch, so one stage can be checked on its own."""
     recipe = recipe or DemoRecipe()
+    n_stages = 1 + len(recipe.finetune)
+    if not 1 <= start_stage <= n_stages:
+        raise TrainingError(
+            f"start_stage must be between 1 and {n_stages} (the recipe's stages), got {start_stage}"
+        )
+    if (start_from is None) != (start_stage == 1):
+        raise TrainingError(
+            "resuming needs both start_from (the checkpoint of the stage before) and start_stage > 1; "
+            "from scratch, give neither"
+        )
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
-        return _train_demo(Path(out), recipe, log, command)
+        return _train_demo(Path(out), recipe, log, command, start_from, start_stage)
     finally:
         torch.set_num_threads(threads)  # the caller's setting, as it was
 
 
-def _train_demo(out: Path, recipe: DemoRecipe, log, command: str) -> dict:
-    data = training_data(recipe)
+def _initial_model(recipe: DemoRecipe, start_from: str | Path | None) -> Sam2Model:
+    if start_from is not None:
+        model = load_checkpoint(start_from)
+        if model.config != DEMO_CONFIG:
+            raise TrainingError(
+                f"{start_from} is not a demo-model checkpoint (its config is {model.config.name!r})"
+            )
+        return model
     torch.manual_seed(recipe.init_seed)
     model = Sam2Model(DEMO_CONFIG)
     if recipe.attention_gain is not None:
         localise_prompt_attention(model, recipe.attention_gain)
     if recipe.memory_gain is not None:
         localise_memory_attention(model, recipe.memory_gain, mask_gain=recipe.memory_mask_gain)
+    return model
+
+
+def _train_demo(
+    out: Path, recipe: DemoRecipe, log, command: str, start_from: str | Path | None, start_stage: int
+) -> dict:
+    model = _initial_model(recipe, start_from)  # a bad checkpoint fails before the data are drawn
+    data = training_data(recipe)
     start = time.perf_counter()
 
-    stages = [recipe.training] if recipe.finetune is None else [recipe.training, recipe.finetune]
+    stages = [recipe.training, *recipe.finetune]
     results: list[TrainingResult] = []
-    for number, config in enumerate(stages, start=1):
+    for number, config in enumerate(stages[start_stage - 1 :], start=start_stage):
         name = f"stage {number}/{len(stages)} " if len(stages) > 1 else ""
 
         def progress(step: int, total: int, loss: float, name=name) -> None:
@@ -221,6 +257,9 @@ def _train_demo(out: Path, recipe: DemoRecipe, log, command: str) -> dict:
         "parameters": sum(p.numel() for p in model.parameters()),
         "file_bytes": out.stat().st_size,
         "recipe": _jsonable(recipe),
+        "started_from": None
+        if start_from is None
+        else {"stage": start_stage, "file": Path(start_from).name, "sha256": file_sha256(start_from)},
         "training_seconds": round(seconds, 1),
         "steps_done": steps,
         "final_loss_parts": result.parts,
@@ -256,7 +295,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_train.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
     p_train.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
     p_train.add_argument(
-        "--finetune-steps", type=int, default=None, help="override the steps of the recipe's second stage"
+        "--finetune-steps",
+        type=int,
+        nargs="+",
+        default=None,
+        metavar="N",
+        help="override the steps of the recipe's later stages, one number per stage (2, 3, ...)",
+    )
+    p_train.add_argument(
+        "--start-from",
+        default=None,
+        metavar="CHECKPOINT",
+        help="resume: the checkpoint the stage before --start-stage wrote (e.g. the previous demo model)",
+    )
+    p_train.add_argument(
+        "--start-stage", type=int, default=1, help="resume: the first stage to run (default 1)"
     )
     p_eval = sub.add_parser("evaluate", help="score a checkpoint on held-out generated data")
     p_eval.add_argument("--model", required=True)
@@ -266,14 +319,29 @@ def main(argv: Sequence[str] | None = None) -> int:
         changes = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
         recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, **changes))
         if args.finetune_steps is not None:
-            if recipe.finetune is None:
-                parser.error("--finetune-steps: the recipe has no second stage")
-            finetune = dataclasses.replace(recipe.finetune, steps=args.finetune_steps)
+            if len(args.finetune_steps) != len(recipe.finetune):
+                parser.error(
+                    f"--finetune-steps: the recipe has {len(recipe.finetune)} later stage(s); "
+                    f"give one number for each, got {len(args.finetune_steps)}"
+                )
+            finetune = tuple(
+                dataclasses.replace(stage, steps=n) for stage, n in zip(recipe.finetune, args.finetune_steps)
+            )
             recipe = dataclasses.replace(recipe, finetune=finetune)
         command = " ".join(
             ["python -m napari_sam2.engine.demo", *(argv if argv is not None else sys.argv[1:])]
         )
-        train_demo(args.out, recipe, log=lambda msg: print(msg, flush=True), command=command)
+        try:
+            train_demo(
+                args.out,
+                recipe,
+                log=lambda msg: print(msg, flush=True),
+                command=command,
+                start_from=args.start_from,
+                start_stage=args.start_stage,
+            )
+        except (TrainingError, CheckpointError, OSError) as exc:
+            parser.error(str(exc))
     else:
         model = load_checkpoint(args.model)
         print(json.dumps(evaluate_demo(model), indent=2))
