@@ -43,9 +43,9 @@ def test_instance_f1_helper():
 
 def test_demo_model_segments_every_nucleus_of_a_3d_stack():
     """With its default filters (AutoMaskConfig.for_model: the demo model's own thresholds), on
-    nine held-out stacks of 8 nuclei. Measured: 0.93, 0.86, 0.82, 0.86, 0.75, 0.88, 0.71, 0.86,
-    0.93 (mean 0.84); with the model before it 0.83, and SAM2's own thresholds kept too few masks
-    with that model (0.67, 0.50, 0.40 on the first three)."""
+    nine held-out stacks of 8 nuclei. Measured: 0.93, 0.86, 0.80, 0.93, 0.75, 0.93, 0.86, 0.86,
+    0.93 (mean 0.87); without the model's third stage 0.84, with an earlier model 0.83, and SAM2's
+    own thresholds kept too few masks with that one (0.67, 0.50, 0.40 on the first three)."""
     torch.set_num_threads(1)
     model = load_model("demo", device="cpu")
     scores = []

@@ -69,6 +69,8 @@ _STAGE_2 = dataclasses.replace(  # what changes from stage 1
     seed=1,
 )
 
+_STAGE_3 = dataclasses.replace(_STAGE_2, steps=1600, clips_per_step=2, seed=3)  # two clips a step
+
 
 @dataclass(frozen=True)
 class DemoRecipe:
@@ -94,7 +96,7 @@ class DemoRecipe:
     """
 
     training: TrainingConfig = field(default_factory=lambda: _STAGE_1)
-    finetune: tuple[TrainingConfig, ...] = field(default_factory=lambda: (_STAGE_2,))
+    finetune: tuple[TrainingConfig, ...] = field(default_factory=lambda: (_STAGE_2, _STAGE_3))
     n_2d: int = 64
     n_3d: int = 12
     n_moving: int = 12
