@@ -58,8 +58,8 @@ def test_3d_blobs_through_z(demo):
     """Separate 3D blobs (generated nuclei that do not touch). Measured with the shipped model:
     0.87, 0.90, 0.87 on seeds 9001-9003 (docs/quality.md). The issue's target, 0.9 per frame,
     is not met yet: the stage-2 model given the truth's box on every slice, untracked, scored as
-    it did tracked, so the gap is single-plane accuracy on small end slices. This bound catches a tracker that stops
-    following objects (about 0.1)."""
+    it did tracked, so the gap is single-plane accuracy on small end slices. This bound catches a
+    tracker that stops following objects (about 0.1)."""
     stack = nuclei_3d((32, 256, 256), n_objects=6, seed=HELD_OUT, touching=0.0)
     labels, _ = track_all(demo, stack)
     scores = per_frame_iou(labels, stack.labels)

@@ -185,8 +185,8 @@ def train_demo(
     start_from: str | Path | None = None,
     start_stage: int = 1,
 ) -> dict:
-    """Train the demo model from scratch, save it to ``out`` and its recipe + metrics next to it
-    (same name, ``.json``). Returns the recipe dict.
+    """Train the demo model (from scratch, or resumed at a later stage), save it to ``out`` and its
+    recipe + metrics next to it (same name, ``.json``). Returns the recipe dict.
 
     ``start_from`` and ``start_stage`` resume a recipe: the checkpoint that stage
     ``start_stage - 1`` of the same recipe wrote, and the stage to go on with. The stages run
