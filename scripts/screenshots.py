@@ -21,10 +21,11 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from napari_sam2.engine import load_model, synthetic
+from napari_sam2.engine import load_model
 from napari_sam2.model import Sam2Model
 from napari_sam2.model.checkpoint import CheckpointError
 from napari_sam2.model.config import DEMO_CONFIG
+from napari_sam2.training import synthetic
 
 OUT = Path(__file__).resolve().parents[1] / "docs" / "images"
 

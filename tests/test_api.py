@@ -104,7 +104,7 @@ def test_segment_matches_the_image_predictor_on_arrays_files_and_layers(tiny_ckp
     )
     from_layer = segment(image_layer, points, model=tiny_ckpt)
 
-    model = api._resolve_model(tiny_ckpt, "cpu")
+    model = api.resolve_model(tiny_ckpt, "cpu")
     pred = ImagePredictor(model)
     expected = np.zeros_like(from_array.labels)
     for (z, obj), p in sorted(CLICKS.items()):
@@ -132,7 +132,7 @@ def test_propagate_matches_the_tracker_and_streams_to_zarr(tiny_ckpt, vol_file, 
     result = propagate(vol_file, CLICKS, model=tiny_ckpt, progress=lambda d, t: steps.append((d, t)))
     assert steps[-1] == (4, 4) and [d for d, _ in steps] == [1, 2, 3, 4]
 
-    model = api._resolve_model(tiny_ckpt, "cpu")
+    model = api.resolve_model(tiny_ckpt, "cpu")
     seq = FrameSequence(make_volume(), axis="z", image_size=model.config.image_size)
     expected = np.zeros((4, 60, 70), np.uint32)
     tracker = Tracker(model, seq, len(seq), seq.frame_hw)
@@ -157,7 +157,7 @@ def test_writes_into_a_labels_layer_and_keeps_other_objects(tiny_ckpt):
 
 def test_segment_everything_matches_the_engine_on_planes_stacks_and_layers(sharp_ckpt, tmp_path):
     vol = make_volume()
-    model = api._resolve_model(sharp_ckpt, "cpu")
+    model = api.resolve_model(sharp_ckpt, "cpu")
     steps = []
     plane = segment_everything(vol[1], model=sharp_ckpt, progress=lambda d, t: steps.append((d, t)), **AUTO)
     expected = automask.segment_everything(model, vol[1], **AUTO).labels

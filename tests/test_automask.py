@@ -12,8 +12,6 @@ from scipy import ndimage
 from conftest import require_reference
 from flood_backend import FloodFillBackend
 from napari_sam2.engine import LabelWriter
-from napari_sam2.engine._automask_grid import clean_low_res, crop_boxes
-from napari_sam2.engine._automask_volume import default_seeds, untracked_objects
 from napari_sam2.engine.automask import (
     AutoMask,
     AutoMaskCancelled,
@@ -23,6 +21,8 @@ from napari_sam2.engine.automask import (
     masks_to_labels,
     segment_everything,
 )
+from napari_sam2.engine.automask.grid import clean_low_res, crop_boxes
+from napari_sam2.engine.automask.volume import default_seeds, untracked_objects
 from napari_sam2.engine.predictor import ImagePredictor
 
 VARIANT = "sam2.1_hiera_tiny"

@@ -9,7 +9,7 @@ import torch
 
 from napari_sam2.engine import load_model
 from napari_sam2.engine.automask import segment_everything
-from napari_sam2.engine.synthetic import nuclei_3d
+from napari_sam2.training.synthetic import nuclei_3d
 
 pytestmark = pytest.mark.slow
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from napari_sam2 import segment
-from napari_sam2.batch import BatchError, is_done, plan, run_batch
+from napari_sam2.api.batch import BatchError, is_done, plan, run_batch
 from napari_sam2.cli import main
 from napari_sam2.engine.provenance import read_labels
 from test_api import make_volume, save_tiny, write_tiff

@@ -103,7 +103,7 @@ def test_auto_equals_the_api_and_the_engine(capsys, sharp_ckpt, vol_file, tmp_pa
     cli = tifffile.imread(tmp_path / "a.tif")
     ours = segment_everything(vol_file, model=sharp_ckpt, seed_frames=[2, 0], **AUTO)
     engine = automask.segment_everything(
-        api._resolve_model(sharp_ckpt, "cpu"), make_volume(), seed_frames=[2, 0], **AUTO
+        api.resolve_model(sharp_ckpt, "cpu"), make_volume(), seed_frames=[2, 0], **AUTO
     )
     assert np.array_equal(cli, ours.labels) and np.array_equal(ours.labels, engine.labels)
     assert len(engine.objects) >= 1 and cli.any()

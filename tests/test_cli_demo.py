@@ -13,7 +13,7 @@ from scipy import ndimage
 
 from napari_sam2.cli import main
 from napari_sam2.cli._commands import build_demo
-from napari_sam2.engine import synthetic
+from napari_sam2.training import synthetic
 
 
 def iou(a, b):

@@ -12,13 +12,14 @@ import torch
 from scipy import ndimage
 
 from napari_sam2 import ImagePredictor, Prompt, load_model
-from napari_sam2.engine import demo, models, synthetic
-from napari_sam2.engine.demo import HELDOUT_SEED, DemoRecipe, _jsonable
-from napari_sam2.engine.training import TrainingConfig
+from napari_sam2.engine import models
 from napari_sam2.model import Sam2Model
 from napari_sam2.model.checkpoint import load_checkpoint, save_checkpoint
 from napari_sam2.model.config import DEMO_CONFIG
 from napari_sam2.model.weights import CACHE_ENV_VAR
+from napari_sam2.training import demo, synthetic
+from napari_sam2.training.demo import HELDOUT_SEED, DemoRecipe, _jsonable
+from napari_sam2.training.finetune import TrainingConfig
 
 
 def test_shipped_file_is_small_and_documented():
@@ -26,7 +27,7 @@ def test_shipped_file_is_small_and_documented():
     assert path.stat().st_size < 10 * 2**20
     recipe = json.loads(path.with_suffix(".json").read_text())
     assert recipe["name"] == "demo" and recipe["command"].startswith(
-        "python -m napari_sam2.engine.demo train"
+        "python -m napari_sam2.training.demo train"
     )
     assert recipe["evaluation"]["click_iou_2d"] > 0 and recipe["training_seconds"] > 0
     assert recipe["recipe"] == _jsonable(DemoRecipe())  # the code's recipe is the shipped model's

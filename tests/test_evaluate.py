@@ -14,9 +14,11 @@ import tifffile
 import torch
 from scipy import ndimage
 
-import napari_sam2.engine.evaluate as ev
+import napari_sam2.training.evaluate as ev
 from flood_backend import FloodFillBackend
-from napari_sam2.engine.evaluate import (
+from napari_sam2.model import VARIANTS, Sam2Model
+from napari_sam2.model.checkpoint import save_checkpoint
+from napari_sam2.training.evaluate import (
     DatasetUnavailableError,
     EvaluationError,
     EvaluationReport,
@@ -29,9 +31,7 @@ from napari_sam2.engine.evaluate import (
     load_nuclei,
     summary_table,
 )
-from napari_sam2.engine.synthetic import moving_blobs, nuclei_2d, nuclei_3d
-from napari_sam2.model import VARIANTS, Sam2Model
-from napari_sam2.model.checkpoint import save_checkpoint
+from napari_sam2.training.synthetic import moving_blobs, nuclei_2d, nuclei_3d
 
 
 @pytest.fixture(autouse=True)

@@ -21,13 +21,14 @@ from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QApplication
 
 from flood_backend import FloodFillBackend
-from napari_sam2.engine import FrameSequence, LabelWriter, Prompt, Tracker, synthetic
+from napari_sam2.engine import FrameSequence, LabelWriter, Prompt, Tracker
 from napari_sam2.engine.provenance import read_labels
 from napari_sam2.plugin import console
 from napari_sam2.plugin._layers import image_geometry, to_image_coords
 from napari_sam2.plugin._prompts import NEGATIVE_COLOR, rgba
 from napari_sam2.plugin._sample import sample_nuclei_3d
 from napari_sam2.plugin._widget import Sam2Widget
+from napari_sam2.training import synthetic
 from test_api import make_volume, save_tiny, write_tiff
 from test_automask import BatchedFlood
 from test_propagation import make_model

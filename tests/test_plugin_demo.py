@@ -14,9 +14,10 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_sam2.engine import load_model, synthetic
+from napari_sam2.engine import load_model
 from napari_sam2.plugin._sample import sample_nuclei_3d
 from napari_sam2.plugin._widget import Sam2Widget
+from napari_sam2.training import synthetic
 
 
 @pytest.fixture(scope="module")

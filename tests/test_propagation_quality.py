@@ -13,8 +13,8 @@ import torch
 from scipy import ndimage
 
 from napari_sam2.engine import FrameSequence, LabelWriter, Prompt, Tracker, load_model, open_image
-from napari_sam2.engine.evaluate import click_point, iou
-from napari_sam2.engine.synthetic import moving_blobs, nuclei_2d, nuclei_3d
+from napari_sam2.training.evaluate import click_point, iou
+from napari_sam2.training.synthetic import moving_blobs, nuclei_2d, nuclei_3d
 
 pytestmark = pytest.mark.slow
 

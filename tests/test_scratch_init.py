@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from napari_sam2.engine.prompts import Prompt, prompt_tensors
 from napari_sam2.model import Memory, Sam2Model
 from napari_sam2.model.config import DEMO_CONFIG
-from napari_sam2.model.scratch_init import localise_memory_attention, localise_prompt_attention
+from napari_sam2.training.scratch_init import localise_memory_attention, localise_prompt_attention
 
 CLICKS = [(40, 200), (120, 56), (200, 232), (136, 136), (24, 24), (232, 104)]  # (row, col), 256 x 256 input
 

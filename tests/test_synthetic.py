@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from napari_sam2.engine.synthetic import (
+from napari_sam2.training.synthetic import (
     SyntheticError,
     SyntheticStack,
     moving_blobs,

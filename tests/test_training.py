@@ -9,11 +9,11 @@ import pytest
 import torch
 
 from conftest import require_reference
-from napari_sam2.engine import _train_prompts as tp
-from napari_sam2.engine.training import TrainingConfig, TrainingError, TrainingPair, train
 from napari_sam2.model import Sam2Model
 from napari_sam2.model.checkpoint import load_checkpoint
 from napari_sam2.model.config import DEMO_CONFIG
+from napari_sam2.training import _prompts as tp
+from napari_sam2.training.finetune import TrainingConfig, TrainingError, TrainingPair, train
 from reference import build_reference
 
 TINY = replace(DEMO_CONFIG, name="demo-64", image_size=64)
@@ -207,7 +207,7 @@ def test_clips_per_step_accumulates_gradients():
 @pytest.mark.parametrize("fraction, expect", [(1.0, {3}), (0.0, {1})])
 def test_stack_fraction_picks_stacks_or_planes(fraction, expect):
     """stack_fraction 1 draws only clips of the stack (3 frames), 0 only the single plane."""
-    from napari_sam2.engine.training import _ClipSampler, _prepare
+    from napari_sam2.training.finetune import _ClipSampler, _prepare
 
     volumes = [_prepare(TrainingPair(*_discs()), 0), _prepare(TrainingPair(*_stack(), axes="zyx"), 1)]
     cfg = replace(FAST, clip_frames=3, stack_fraction=fraction)
@@ -226,7 +226,7 @@ def test_stack_fraction_out_of_range():
 
 def test_clip_as_long_as_the_stack_stays_inside_it():
     """A 4-frame clip on a 4-frame stack from a middle slice used to step outside the stack."""
-    from napari_sam2.engine.training import _ClipSampler, _prepare
+    from napari_sam2.training.finetune import _ClipSampler, _prepare
 
     vol = _prepare(TrainingPair(*_stack(), axes="zyx"), 0)
     sampler = _ClipSampler([vol], replace(FAST, clip_frames=4), 64)
@@ -242,7 +242,7 @@ def test_clip_as_long_as_the_stack_stays_inside_it():
 def test_intensity_jitter_moves_each_clips_window_within_bounds():
     """intensity_jitter 0.25: low and high move by up to a quarter of the window's width each,
     differently per clip, and one window serves the whole clip; 0 keeps the dataset's window."""
-    from napari_sam2.engine.training import _ClipSampler, _prepare
+    from napari_sam2.training.finetune import _ClipSampler, _prepare
 
     vol = _prepare(TrainingPair(*_stack(), axes="zyx"), 0)
     low, high = vol.window.low, vol.window.high

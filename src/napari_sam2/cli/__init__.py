@@ -232,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["train"]:  # its options belong to the training command line
-        from ..engine.training import main as train_main
+        from ..training.finetune import main as train_main
 
         return train_main(argv[1:])
     parser = build_parser()

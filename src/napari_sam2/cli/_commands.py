@@ -80,7 +80,7 @@ def _summary(result: api.SegmentationResult) -> str:
 def segment(args: argparse.Namespace) -> int:
     _inputs(args)
     _prepare_out(args)
-    model = api._resolve_model(args.model, args.device)  # a missing model fails before the bar
+    model = api.resolve_model(args.model, args.device)  # a missing model fails before the bar
     with progress_bar("segment", args.quiet, "obj") as bar:
         result = api.segment(
             args.image,
@@ -105,7 +105,7 @@ def segment(args: argparse.Namespace) -> int:
 def propagate(args: argparse.Namespace) -> int:
     _inputs(args)
     _prepare_out(args)
-    model = api._resolve_model(args.model, args.device)  # a missing model fails before the bar
+    model = api.resolve_model(args.model, args.device)  # a missing model fails before the bar
     with progress_bar("propagate", args.quiet, "frame") as bar:
         result = api.propagate(
             args.image,
@@ -137,7 +137,7 @@ def auto(args: argparse.Namespace) -> int:
     AutoMaskConfig.build(**options)  # bad generator options: exit 2 before any work
     _exists(args.image, "image")
     _prepare_out(args)
-    model = api._resolve_model(args.model, args.device)  # a missing model fails before the bar
+    model = api.resolve_model(args.model, args.device)  # a missing model fails before the bar
     with progress_bar("auto", args.quiet) as bar:
         result = api.segment_everything(
             args.image,
@@ -169,7 +169,7 @@ def embed(args: argparse.Namespace) -> int:
 
     _exists(args.image, "image")
     folder = Path(args.cache_dir) if args.cache_dir else cache_dir() / "embeddings"
-    net = api._resolve_model(args.model, args.device)
+    net = api.resolve_model(args.model, args.device)
     cache = EmbeddingCache(directory=folder)
     pred = ImagePredictor(net, tile_size=args.tile_size, overlap=args.overlap, cache=cache)
     with open_image(args.image, axes=args.axes, channel=args.channel) as source:
@@ -285,7 +285,7 @@ def models(args: argparse.Namespace) -> int:
 
 
 def batch(args: argparse.Namespace) -> int:
-    from .. import batch as b
+    from ..api import batch as b
 
     options = {
         "window": args.window,
@@ -348,10 +348,10 @@ def headless_demo(args_out: str, quiet: bool = False) -> float:
     import numpy as np
     import tifffile
 
-    from ..engine.evaluate import click_point, iou, largest_frame
     from ..engine.models import demo_checkpoint_path
     from ..engine.prompts import Prompt
-    from ..engine.synthetic import sample_nuclei_3d
+    from ..training.evaluate import click_point, iou, largest_frame
+    from ..training.synthetic import sample_nuclei_3d
 
     demo_checkpoint_path()  # a clear error (exit 3) before any work
     stack = sample_nuclei_3d()

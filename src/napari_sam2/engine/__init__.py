@@ -40,7 +40,6 @@ from .tracker import (
     segment_bounds,
     select_memories,
 )
-from .training import TrainingConfig, TrainingError, TrainingPair, TrainingResult, train
 
 __all__ = [
     "AutoMask",
@@ -86,11 +85,6 @@ __all__ = [
     "Tile",
     "TileGrid",
     "TilingError",
-    "TrainingConfig",
-    "TrainingError",
-    "TrainingPair",
-    "TrainingResult",
-    "train",
     "TimeReport",
     "track_through_time",
     "FrameResult",

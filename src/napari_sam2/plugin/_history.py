@@ -16,7 +16,7 @@ from ._session import PromptSnapshot, Step
 from ._tasks import USER_ERRORS
 
 if TYPE_CHECKING:
-    from ._ops import RecordingWriter
+    from ..api.session import RecordingWriter
     from ._widget import Sam2Widget
 
 __all__ = ["History"]

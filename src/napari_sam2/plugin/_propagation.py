@@ -12,10 +12,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ..api.session import (
+    RecordingWriter,
+    propagate,
+    propagate_labels,
+    propagate_time,
+    segment_everything_plane,
+)
 from ..engine import PromptError
 from ..engine.automask import segment_everything
 from ._layers import ImageGeometry, LayerError, prompted_frames
-from ._ops import RecordingWriter, propagate, propagate_labels, propagate_time, segment_everything_plane
 from ._tasks import USER_ERRORS
 
 if TYPE_CHECKING:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ..engine import synthetic
+from ..training import synthetic
 
 __all__ = ["sample_nuclei_3d"]
 
@@ -11,7 +11,7 @@ def sample_nuclei_3d() -> list[tuple]:
     """A generated (32, 256, 256) uint16 stack of 10 nuclei (fixed seed), z spacing 2 pixels.
 
     Returns napari LayerData tuples: the image only (the ground truth is
-    ``napari_sam2.engine.synthetic.sample_nuclei_3d().labels``, kept out so users segment it).
+    ``napari_sam2.training.synthetic.sample_nuclei_3d().labels``, kept out so users segment it).
     The demo model was trained on images drawn the same way.
     """
     stack = synthetic.sample_nuclei_3d()

@@ -24,6 +24,7 @@ import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtWidgets import QApplication, QVBoxLayout, QWidget
 
+from ..api.session import RecordingWriter, segment_plane
 from ..engine import ImagePredictor, PromptError
 from ..engine.provenance import ProvenanceRecord, python_script
 from ._actions import ActionPanel, bind_keys, unbind_keys
@@ -31,7 +32,6 @@ from ._data import DataPicker
 from ._history import History
 from ._layers import ImageGeometry, frame_prompt
 from ._model_picker import ModelPicker
-from ._ops import RecordingWriter, segment_plane
 from ._prompt_panel import PromptPanel
 from ._prompts import PromptLayers
 from ._propagation import Propagation, where

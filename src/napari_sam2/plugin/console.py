@@ -23,11 +23,11 @@ from typing import Any
 import numpy as np
 from napari.layers import Image, Labels, Points
 
+from ..api.session import RecordingWriter, segment_plane
+from ..api.session import propagate as _propagate
 from ..engine import ImagePredictor, ImageSource, LabelError, PromptError, load_model, open_image
 from ..engine.models import default_model
 from ._layers import ImageGeometry, image_geometry, image_source, prompted_frames, to_image_coords
-from ._ops import RecordingWriter, segment_plane
-from ._ops import propagate as _propagate
 
 __all__ = ["segment", "propagate", "write", "find_widget"]
 

@@ -26,19 +26,19 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from ..model import Sam2Model
-from ._automask_config import AutoMaskCancelled, AutoMaskConfig, AutoMaskError
-from ._automask_decode import decode_view
-from ._automask_grid import crop_boxes, near_inner_edge, nms, unit_grid
-from ._automask_labels import paint, resolve_nesting
-from ._automask_tiles import generate_tiled, plane_points
-from ._automask_volume import default_seeds, segment_stack
-from .cache import EmbeddingCache
-from .frames import FrameSequence
-from .intensity import IntensityWindow, apply_window, to_model_input
-from .labels import LabelWriter, MaskPatch, create_labels
-from .predictor import Backend, ImagePredictor
-from .sources import open_image
+from ...model import Sam2Model
+from ..cache import EmbeddingCache
+from ..frames import FrameSequence
+from ..intensity import IntensityWindow, apply_window, to_model_input
+from ..labels import LabelWriter, MaskPatch, create_labels
+from ..predictor import Backend, ImagePredictor
+from ..sources import open_image
+from .config import AutoMaskCancelled, AutoMaskConfig, AutoMaskError
+from .decode import decode_view
+from .grid import crop_boxes, near_inner_edge, nms, unit_grid
+from .labels import paint, resolve_nesting
+from .tiles import generate_tiled, plane_points
+from .volume import default_seeds, segment_stack
 
 __all__ = [
     "AutoMaskError",

@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..model import Sam2Model
-from .cache import weights_fingerprint
-from .prompts import Prompt
+from ...model import Sam2Model
+from ..cache import weights_fingerprint
+from ..prompts import Prompt
 
 FORMAT_VERSION = 1
 KINDS = {"segment": "segment", "propagate": "propagate", "auto": "segment_everything"}

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from ..model import ImageFeatures
-from ..model._layers import resize_bilinear
-from ._automask_grid import boxes_xyxy, clean_low_res, stability
-from .prompts import to_model_xy
+from ...model import ImageFeatures
+from ...model._layers import resize_bilinear
+from ..prompts import to_model_xy
+from .grid import boxes_xyxy, clean_low_res, stability
 
 UPSAMPLE_CHUNK = 16
 """How many candidate masks are upsampled to view size at once."""

@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 import zarr
 
-from .engine.provenance import ProvenanceRecord, python_script, read_labels, write_labels
+from ..engine.provenance import ProvenanceRecord, python_script, read_labels, write_labels
 
 __all__ = ["Cancel", "Cancelled", "Progress", "SegmentationResult", "finish"]
 

@@ -26,7 +26,7 @@ keeps the first ones).
 
 Command line::
 
-    python -m napari_sam2.engine.evaluate --model sam2.1_hiera_tiny --data generated nuclei
+    python -m napari_sam2.training.evaluate --model sam2.1_hiera_tiny --data generated nuclei
 """
 
 from __future__ import annotations
@@ -49,12 +49,12 @@ import numpy as np
 import torch
 from scipy import ndimage
 
-from .frames import FrameSequence
-from .intensity import IntensityWindow, resolve_window
-from .predictor import ImagePredictor
-from .prompts import Prompt
-from .sources import open_image
-from .tracker import Tracker
+from ..engine.frames import FrameSequence
+from ..engine.intensity import IntensityWindow, resolve_window
+from ..engine.predictor import ImagePredictor
+from ..engine.prompts import Prompt
+from ..engine.sources import open_image
+from ..engine.tracker import Tracker
 
 __all__ = [
     "EvaluationError",
@@ -563,9 +563,9 @@ def load_dataset(
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m napari_sam2.engine.evaluate``: print per-object tables and a summary table."""
+    """``python -m napari_sam2.training.evaluate``: print per-object tables and a summary table."""
     parser = argparse.ArgumentParser(
-        prog="python -m napari_sam2.engine.evaluate",
+        prog="python -m napari_sam2.training.evaluate",
         description="1-click, box and propagation IoU of a SAM2 model on labelled images.",
     )
     parser.add_argument(
@@ -590,10 +590,10 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     from tqdm import tqdm
 
+    from ..engine.device import DeviceError
+    from ..engine.models import load_model
     from ..model.checkpoint import CheckpointError
     from ..model.weights import WeightsError
-    from .device import DeviceError
-    from .models import load_model
 
     try:
         model = load_model(args.model, config=args.config, device=args.device)

@@ -10,18 +10,18 @@ from typing import Any
 
 import torch
 
+from ..engine import automask
+from ..engine.automask import AutoMaskConfig
+from ..engine.cache import EmbeddingCache
+from ..engine.intensity import resolve_window
+from ..engine.labels import LabelWriter
+from ..engine.predictor import ImagePredictor
+from ..engine.provenance import ProvenanceRecord, image_entry, model_entry, options_entry, runtime_entry
+from ..engine.sources import open_image
+from ..model import Sam2Model
 from ._inputs import image_input, labels_target
 from ._inputs import resolve_model as _resolve_model
 from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
-from .engine import automask
-from .engine.automask import AutoMaskConfig
-from .engine.cache import EmbeddingCache
-from .engine.intensity import resolve_window
-from .engine.labels import LabelWriter
-from .engine.predictor import ImagePredictor
-from .engine.provenance import ProvenanceRecord, image_entry, model_entry, options_entry, runtime_entry
-from .engine.sources import open_image
-from .model import Sam2Model
 
 __all__ = ["segment_everything"]
 

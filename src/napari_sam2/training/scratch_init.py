@@ -42,7 +42,7 @@ import math
 
 import torch
 
-from .sam2_model import Sam2Model
+from ..model.sam2_model import Sam2Model
 
 __all__ = ["localise_prompt_attention", "localise_memory_attention"]
 

@@ -32,7 +32,8 @@ import numpy as np
 import tifffile
 import zarr
 
-from ._provenance_record import (
+from .prompt_files import prompts_from_table, read_prompts
+from .record import (
     FORMAT_VERSION,
     PromptMap,
     ProvenanceError,
@@ -44,8 +45,7 @@ from ._provenance_record import (
     prompts_from_entries,
     runtime_entry,
 )
-from ._provenance_script import python_script
-from .prompt_files import prompts_from_table, read_prompts
+from .script import python_script
 
 __all__ = [
     "ATTR",

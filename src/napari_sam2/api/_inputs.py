@@ -18,14 +18,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from .engine import models as _models
-from .engine.labels import LabelError, create_labels
-from .engine.prompt_files import merge_prompts, prompts_from_table, read_prompts
-from .engine.prompts import Prompt, PromptError
-from .engine.provenance import ProvenanceError, file_sha256, temporary_path
-from .engine.sources import ImageSource
-from .model import Sam2Model
-from .model.weights import OFFICIAL_WEIGHTS, cache_dir
+from ..engine import models as _models
+from ..engine.labels import LabelError, create_labels
+from ..engine.prompts import Prompt, PromptError
+from ..engine.provenance import ProvenanceError, file_sha256, temporary_path
+from ..engine.provenance.prompt_files import merge_prompts, prompts_from_table, read_prompts
+from ..engine.sources import ImageSource
+from ..model import Sam2Model
+from ..model.weights import OFFICIAL_WEIGHTS, cache_dir
 
 PromptKey = tuple[tuple[int, ...], int]
 

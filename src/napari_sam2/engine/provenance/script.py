@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from ._provenance_record import ProvenanceRecord
+from .record import ProvenanceRecord
 
 
 def python_script(record: ProvenanceRecord, out: str | None = None) -> str:

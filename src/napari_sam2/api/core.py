@@ -16,7 +16,7 @@ or a napari Image layer (duck-typed: ``.data``, ``.scale``, ``.translate``). *Pr
 ``frame``, a dict ``{(*frame, obj_id): Prompt}`` (e.g. ``{(z, 1): ...}``), a prompts file (see
 :func:`read_prompts`) or napari Points/Shapes layers. Coordinates are image pixels (row, col); a
 layer's points are mapped through its and the image layer's ``scale``/``translate``. Models, images,
-prompts and labels are made into engine objects in :mod:`napari_sam2._inputs`.
+prompts and labels are made into engine objects in :mod:`napari_sam2.api._inputs`.
 
 Every call returns a :class:`SegmentationResult` whose ``record`` says how to make the labels again
 (:mod:`napari_sam2.engine.provenance`); :func:`replay` does so.
@@ -31,17 +31,12 @@ from typing import Any
 
 import torch
 
-from ._automatic import segment_everything
-from ._inputs import LOADS as LOADS  # models loaded by this process (the batch tests read it)
-from ._inputs import check_frames, image_input, labels_target, load_model, prompt_map
-from ._inputs import resolve_model as _resolve_model
-from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
-from .engine.cache import EmbeddingCache
-from .engine.frames import FrameError, FrameSequence
-from .engine.labels import LabelWriter
-from .engine.predictor import ImagePredictor
-from .engine.prompts import PromptError
-from .engine.provenance import (
+from ..engine.cache import EmbeddingCache
+from ..engine.frames import FrameError, FrameSequence
+from ..engine.labels import LabelWriter
+from ..engine.predictor import ImagePredictor
+from ..engine.prompts import PromptError
+from ..engine.provenance import (
     ProvenanceError,
     ProvenanceRecord,
     image_entry,
@@ -52,9 +47,13 @@ from .engine.provenance import (
     read_record,
     runtime_entry,
 )
-from .engine.sources import open_image
-from .engine.tracker import Tracker
-from .model import Sam2Model
+from ..engine.sources import open_image
+from ..engine.tracker import Tracker
+from ..model import Sam2Model
+from ._automatic import segment_everything
+from ._inputs import check_frames, image_input, labels_target, load_model, prompt_map
+from ._inputs import resolve_model as _resolve_model
+from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
 
 __all__ = [
     "Cancelled",

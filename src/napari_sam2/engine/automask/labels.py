@@ -20,7 +20,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ._automask_grid import overlap_area
+from .grid import overlap_area
 
 INSIDE = 0.8
 """A mask counts as inside another when at least this fraction of its pixels lies in it."""

@@ -21,9 +21,9 @@ from collections.abc import Callable, Sequence
 import numpy as np
 from scipy import ndimage
 
-from .frames import FrameSequence
-from .labels import LabelWriter
-from .tracker import Tracker
+from ..frames import FrameSequence
+from ..labels import LabelWriter
+from ..tracker import Tracker
 
 NEW_FREE = 0.5
 """An instance on a seed frame is a new object if at least this fraction of it is untracked."""

@@ -8,11 +8,11 @@ falls back to it when no official weights are cached.
 The one command that recreates it (``napari_sam2/data/demo_sam2.pt`` and the recipe with its
 metrics, ``demo_sam2.json``)::
 
-    python -m napari_sam2.engine.demo train --out src/napari_sam2/data/demo_sam2.pt
+    python -m napari_sam2.training.demo train --out src/napari_sam2/data/demo_sam2.pt
 
 and to score a checkpoint on held-out generated data::
 
-    python -m napari_sam2.engine.demo evaluate --model src/napari_sam2/data/demo_sam2.pt
+    python -m napari_sam2.training.demo evaluate --model src/napari_sam2/data/demo_sam2.pt
 """
 
 from __future__ import annotations
@@ -30,17 +30,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..engine.provenance import file_sha256
 from ..model import Sam2Model
 from ..model.checkpoint import CheckpointError, load_checkpoint
 from ..model.config import DEMO_CONFIG
-from ..model.scratch_init import localise_memory_attention, localise_prompt_attention
 from . import synthetic
-from .provenance import file_sha256
-from .training import TrainingConfig, TrainingError, TrainingResult, train
+from .finetune import TrainingConfig, TrainingError, TrainingResult, train
+from .scratch_init import localise_memory_attention, localise_prompt_attention
 
 __all__ = ["DemoRecipe", "training_data", "heldout_data", "evaluate_demo", "train_demo", "main"]
 
-COMMAND = "python -m napari_sam2.engine.demo train --out src/napari_sam2/data/demo_sam2.pt"
+COMMAND = "python -m napari_sam2.training.demo train --out src/napari_sam2/data/demo_sam2.pt"
 
 
 _STAGE_1 = TrainingConfig(
@@ -87,10 +87,10 @@ class DemoRecipe:
         shape_2d, shape_3d, shape_moving: their shapes.
         threads: torch CPU threads (results are reproducible for a given thread count).
         init_seed: seed of the random initial weights.
-        attention_gain: gain of :func:`~napari_sam2.model.scratch_init.localise_prompt_attention`
+        attention_gain: gain of :func:`~napari_sam2.training.scratch_init.localise_prompt_attention`
             applied to the initial weights (None: plain random initialisation, which does not
             learn which object a click selects within the recipe's steps).
-        memory_gain: gain of :func:`~napari_sam2.model.scratch_init.localise_memory_attention`
+        memory_gain: gain of :func:`~napari_sam2.training.scratch_init.localise_memory_attention`
             (None: plain random memory attention).
         memory_mask_gain: its ``mask_gain``, the factor on the memory encoder's mask path.
     """
@@ -268,7 +268,7 @@ def _train_demo(
         "loss_first_100": float(np.mean(results[0].losses[:100])),
         "loss_last_100": float(np.mean(result.losses[-100:])),
         "evaluation": {
-            "protocol": "napari_sam2.engine.evaluate.evaluate; held-out seeds from "
+            "protocol": "napari_sam2.training.evaluate.evaluate; held-out seeds from "
             f"{HELDOUT_SEED} (2D nuclei/cells 256x256, 3D nuclei 32x256x256)",
             "seconds": round(time.perf_counter() - t_eval, 1),
             **metrics,
@@ -287,7 +287,7 @@ def _train_demo(
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
-        prog="python -m napari_sam2.engine.demo", description=__doc__.split("\n")[0]
+        prog="python -m napari_sam2.training.demo", description=__doc__.split("\n")[0]
     )
     sub = parser.add_subparsers(dest="cmd", required=True)
     p_train = sub.add_parser("train", help="train the demo model from scratch on generated data")
@@ -331,7 +331,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
             recipe = dataclasses.replace(recipe, finetune=finetune)
         command = " ".join(
-            ["python -m napari_sam2.engine.demo", *(argv if argv is not None else sys.argv[1:])]
+            ["python -m napari_sam2.training.demo", *(argv if argv is not None else sys.argv[1:])]
         )
         try:
             train_demo(

@@ -28,9 +28,9 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from . import api
+from ..engine.provenance import ProvenanceError, labels_digest, read_labels, read_record
+from . import core as api
 from ._inputs import LOADS, resolve_model
-from .engine.provenance import ProvenanceError, labels_digest, read_labels, read_record
 
 __all__ = ["BatchError", "BatchJob", "BatchReport", "plan", "is_done", "run_job", "run_batch"]
 

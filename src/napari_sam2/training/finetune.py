@@ -23,7 +23,7 @@ planes (the predictor's tiles), resizing for smaller ones (:func:`.intensity.to_
 Example::
 
     from napari_sam2 import load_model
-    from napari_sam2.engine.training import TrainingConfig, train
+    from napari_sam2.training.finetune import TrainingConfig, train
 
     model = load_model("sam2.1_hiera_tiny", device="cpu")
     result = train(model, [(image, labels)], TrainingConfig(steps=200, freeze=("image_encoder",)),
@@ -45,16 +45,16 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from ..engine.device import autocast, select_device
+from ..engine.intensity import IntensityWindow, apply_window, resolve_window, to_model_input
+from ..engine.prompts import Prompt, prompt_tensors
+from ..engine.sources import ImageSource, SourceError, open_image
+from ..engine.tracker import FrameResult, Track, select_memories
 from ..model import ImageFeatures, Memory, Sam2Model
 from ..model.checkpoint import save_checkpoint
 from ..model.mask_decoder import DecoderOutput
 from ..model.prompt_encoder import PAD
-from ._train_prompts import correction_click, first_click, jittered_box
-from .device import autocast, select_device
-from .intensity import IntensityWindow, apply_window, resolve_window, to_model_input
-from .prompts import Prompt, prompt_tensors
-from .sources import ImageSource, SourceError, open_image
-from .tracker import FrameResult, Track, select_memories
+from ._prompts import correction_click, first_click, jittered_box
 
 __all__ = ["TrainingError", "TrainingConfig", "TrainingPair", "TrainingResult", "train", "main"]
 
@@ -643,11 +643,11 @@ _NUMBER_TYPES = {"int": int, "float": float}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m napari_sam2.engine.training --image IMG --labels LBL --model NAME --out FILE``."""
-    from .models import load_model
+    """``python -m napari_sam2.training.finetune --image IMG --labels LBL --model NAME --out FILE``."""
+    from ..engine.models import load_model
 
     parser = argparse.ArgumentParser(
-        prog="python -m napari_sam2.engine.training",
+        prog="python -m napari_sam2.training.finetune",
         description="Fine-tune a SAM2 model on image + label pairs (TIFF or zarr) and save the weights.",
     )
     parser.add_argument("--image", action="append", required=True, help="image file (repeat for more pairs)")

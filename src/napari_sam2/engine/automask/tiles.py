@@ -20,10 +20,10 @@ from collections.abc import Callable
 import numpy as np
 import torch
 
-from ._automask_decode import decode_view
-from ._automask_grid import bbox_of, near_inner_edge, nms
-from .predictor import ImagePredictor
-from .prompts import Prompt
+from ..predictor import ImagePredictor
+from ..prompts import Prompt
+from .decode import decode_view
+from .grid import bbox_of, near_inner_edge, nms
 
 COVERED = 0.5
 """A cut mask with at least this fraction of its pixels inside an object already grown is skipped."""

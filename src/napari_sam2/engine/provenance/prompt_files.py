@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from ._provenance_record import ProvenanceError, prompts_from_entries
-from .prompts import Prompt
+from ..prompts import Prompt
+from .record import ProvenanceError, prompts_from_entries
 
 __all__ = ["merge_prompts", "prompts_from_table", "read_prompts"]
 
