@@ -12,6 +12,7 @@ import torch
 from scipy import ndimage
 
 from napari_sam2 import ImagePredictor, Prompt, load_model
+from napari_sam2.cli import main as cli_main
 from napari_sam2.engine import models
 from napari_sam2.model import Sam2Model
 from napari_sam2.model.checkpoint import load_checkpoint, save_checkpoint
@@ -26,9 +27,8 @@ def test_shipped_file_is_small_and_documented():
     path = models.demo_checkpoint_path()
     assert path.stat().st_size < 10 * 2**20
     recipe = json.loads(path.with_suffix(".json").read_text())
-    assert recipe["name"] == "demo" and recipe["command"].startswith(
-        "python -m napari_sam2.training.demo train"
-    )
+    # the command that wrote it (recorded before the recipe moved to `napari-sam2 demo-model train`)
+    assert recipe["name"] == "demo" and " train --out src/napari_sam2/data/demo_sam2.pt" in recipe["command"]
     assert recipe["evaluation"]["click_iou_2d"] > 0 and recipe["training_seconds"] > 0
     assert recipe["recipe"] == _jsonable(DemoRecipe())  # the code's recipe is the shipped model's
 
@@ -135,8 +135,9 @@ def test_resuming_from_another_model_is_refused(tmp_path):
 
 def test_cli_finetune_steps_need_one_number_per_later_stage(tmp_path, capsys):
     later = len(DemoRecipe().finetune)
-    with pytest.raises(SystemExit):
-        demo.main(["train", "--out", str(tmp_path / "out.pt"), "--finetune-steps", *["5"] * (later + 1)])
+    out = tmp_path / "out.pt"
+    code = cli_main(["demo-model", "train", "--out", str(out), "--finetune-steps", *["5"] * (later + 1)])
+    assert code == 2 and not out.exists()
     err = capsys.readouterr().err
     assert f"the recipe has {later} later stage(s); give one number for each, got {later + 1}" in err
     assert not (tmp_path / "out.pt").exists()

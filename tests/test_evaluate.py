@@ -16,6 +16,7 @@ from scipy import ndimage
 
 import napari_sam2.training.evaluate as ev
 from flood_backend import FloodFillBackend
+from napari_sam2.cli import main as cli_main
 from napari_sam2.model import VARIANTS, Sam2Model
 from napari_sam2.model.checkpoint import save_checkpoint
 from napari_sam2.training.evaluate import (
@@ -328,9 +329,8 @@ def test_command_line_prints_tables(tmp_path, tiny_model, capsys):
     plane = nuclei_2d((64, 64), 2, radius=(6, 9), seed=0)
     np.savez(tmp_path / "plane.npz", image=plane.image, labels=plane.labels)
     out = tmp_path / "report.md"
-    code = ev.main(
-        ["--model", str(ckpt), "--device", "cpu", "--data", str(tmp_path / "plane.npz"), "--output", str(out)]
-    )
+    data = str(tmp_path / "plane.npz")
+    code = cli_main(["evaluate", "--model", str(ckpt), "--device", "cpu", "--data", data, "-q", "--output", str(out)])
     assert code == 0
     printed = capsys.readouterr().out
     assert "| **mean** |" in printed and "| model | data | objects |" in printed
@@ -339,15 +339,17 @@ def test_command_line_prints_tables(tmp_path, tiny_model, capsys):
 
 def test_command_line_errors_exit_cleanly(tmp_path, tiny_model, capsys):
     ckpt = save_checkpoint(tiny_model, tmp_path / "tiny.pt")
-    with pytest.raises(SystemExit) as info:
-        ev.main(["--model", str(ckpt), "--device", "cpu", "--data", str(tmp_path / "missing.npz")])
-    assert info.value.code == 2
-    assert "neither a file nor one of: generated" in capsys.readouterr().err
+    code = cli_main(["evaluate", "--model", str(ckpt), "--device", "cpu", "--data", str(tmp_path / "missing.npz")])
+    assert code == 2
+    err = capsys.readouterr().err
+    assert err.startswith("napari-sam2: error: ") and "neither a file nor one of: generated" in err
+    assert len(err.strip().splitlines()) == 1  # one line, no traceback
     labels_only = tmp_path / "img.tif"
     tifffile.imwrite(labels_only, np.zeros((8, 8), np.uint16))
-    with pytest.raises(SystemExit):
-        ev.main(["--model", str(ckpt), "--device", "cpu", "--data", str(labels_only)])
+    assert cli_main(["evaluate", "--model", str(ckpt), "--device", "cpu", "--data", str(labels_only)]) == 2
     assert "--labels LABELS.tif" in capsys.readouterr().err
+    missing_model = cli_main(["evaluate", "--model", str(tmp_path / "nope.pt"), "--device", "cpu"])
+    assert missing_model == 3 and "nope.pt" in capsys.readouterr().err
 
 
 def test_labels_from_real_data_shape_is_3d_uint16(tmp_path, monkeypatch):

@@ -270,3 +270,49 @@ def test_intensity_jitter_moves_each_clips_window_within_bounds():
 def test_intensity_jitter_out_of_range():
     with pytest.raises(TrainingError, match="intensity_jitter must be in"):
         TrainingConfig(intensity_jitter=1.5)
+
+
+def test_train_command_writes_weights_and_errors_in_one_line(tmp_path, capsys):
+    """`napari-sam2 train` goes through the CLI: exit codes, one-line errors, a loadable checkpoint."""
+    import tifffile
+
+    from napari_sam2.cli import main
+    from napari_sam2.model.checkpoint import save_checkpoint
+
+    image, labels = _discs()
+    tifffile.imwrite(tmp_path / "img.tif", image)
+    tifffile.imwrite(tmp_path / "lab.tif", labels)
+    start = save_checkpoint(_model(), tmp_path / "start.pt")
+    base = ["train", "--model", str(start), "--device", "cpu", "--image", str(tmp_path / "img.tif")]
+    with pytest.raises(SystemExit) as info:  # --labels missing: argparse's usage error
+        main([*base, "--out", str(tmp_path / "bad.pt")])
+    assert info.value.code == 2
+    capsys.readouterr()
+    mismatch = [*base, "--labels", str(tmp_path / "lab.tif"), "--labels", str(tmp_path / "lab.tif")]
+    assert main([*mismatch, "--out", str(tmp_path / "bad.pt")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["napari-sam2: error: give one --labels per --image (1 images, 2 labels)"]
+    out = tmp_path / "trained.pt"
+    ok = [
+        *base,
+        "--labels",
+        str(tmp_path / "lab.tif"),
+        "--steps",
+        "2",
+        "--warmup-steps",
+        "1",
+        "--out",
+        str(out),
+    ]
+    assert main(ok) == 0
+    assert "step 2/2 loss" in capsys.readouterr().out
+    trained = load_checkpoint(out)
+    assert trained.config.image_size == 64
+    assert not torch.equal(
+        trained.state_dict()["sam_mask_decoder.iou_token.weight"],
+        _model().state_dict()["sam_mask_decoder.iou_token.weight"],
+    )
+    missing = main(
+        [*base, "--labels", str(tmp_path / "nope.tif"), "--steps", "1", "--out", str(tmp_path / "x.pt")]
+    )
+    assert missing == 3 and "nope.tif does not exist" in capsys.readouterr().err

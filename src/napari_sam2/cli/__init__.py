@@ -27,6 +27,7 @@ from ..model.checkpoint import CheckpointError
 from ..model.weights import UnknownWeightsError, WeightsUnavailableError
 from . import _commands as cmd
 from . import _parsing as parse
+from . import _tools
 
 __all__ = [
     "EXIT_OK",
@@ -224,19 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     p.set_defaults(func=cmd.demo)
 
-    sub.add_parser("train", help="fine-tune a model on image + label pairs (see `napari-sam2 train -h`)")
+    _tools.add_train(sub)
+    _tools.add_evaluate(sub)
+    _tools.add_demo_model(sub)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit code (see the module docstring)."""
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["train"]:  # its options belong to the training command line
-        from ..training.finetune import main as train_main
-
-        return train_main(argv[1:])
     parser = build_parser()
     args = parser.parse_args(argv)  # exits with 2 on bad arguments
+    args.argv = argv  # what the user typed, for the commands that record it
     try:
         return int(args.func(args) or EXIT_OK)
     except KeyboardInterrupt:
@@ -253,7 +253,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def _exit_code(err: Exception) -> int | None:
-    if isinstance(err, (UnknownWeightsError, AutoMaskError)):
+    if isinstance(err, (UnknownWeightsError, AutoMaskError, _tools.UsageError)):
         return EXIT_USAGE
     if isinstance(err, (FileNotFoundError, WeightsUnavailableError)):
         return EXIT_MISSING

@@ -61,7 +61,7 @@ def demo_checkpoint_path() -> Path:
     if not path.is_file():
         raise CheckpointError(
             f"no demo model at {path}: this version does not ship one yet (see docs/training.md). "
-            "Train it with: python -m napari_sam2.training.demo train --out " + str(path) + ", "
+            "Train it with: napari-sam2 demo-model train --out " + str(path) + ", "
             "or load official weights, e.g. load_model('sam2.1_hiera_tiny')"
         )
     return path

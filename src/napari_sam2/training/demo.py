@@ -8,22 +8,20 @@ falls back to it when no official weights are cached.
 The one command that recreates it (``napari_sam2/data/demo_sam2.pt`` and the recipe with its
 metrics, ``demo_sam2.json``)::
 
-    python -m napari_sam2.training.demo train --out src/napari_sam2/data/demo_sam2.pt
+    napari-sam2 demo-model train --out src/napari_sam2/data/demo_sam2.pt
 
 and to score a checkpoint on held-out generated data::
 
-    python -m napari_sam2.training.demo evaluate --model src/napari_sam2/data/demo_sam2.pt
+    napari-sam2 demo-model evaluate --model src/napari_sam2/data/demo_sam2.pt
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import platform
 import sys
 import time
-from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,15 +30,15 @@ import torch
 
 from ..engine.provenance import file_sha256
 from ..model import Sam2Model
-from ..model.checkpoint import CheckpointError, load_checkpoint
+from ..model.checkpoint import load_checkpoint
 from ..model.config import DEMO_CONFIG
 from . import synthetic
 from .finetune import TrainingConfig, TrainingError, TrainingResult, train
 from .scratch_init import localise_memory_attention, localise_prompt_attention
 
-__all__ = ["DemoRecipe", "training_data", "heldout_data", "evaluate_demo", "train_demo", "main"]
+__all__ = ["DemoRecipe", "training_data", "heldout_data", "evaluate_demo", "train_demo"]
 
-COMMAND = "python -m napari_sam2.training.demo train --out src/napari_sam2/data/demo_sam2.pt"
+COMMAND = "napari-sam2 demo-model train --out src/napari_sam2/data/demo_sam2.pt"
 
 
 _STAGE_1 = TrainingConfig(
@@ -283,72 +281,3 @@ def _train_demo(
     }
     out.with_suffix(".json").write_text(json.dumps(info, indent=2) + "\n")
     return info
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m napari_sam2.training.demo", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="cmd", required=True)
-    p_train = sub.add_parser("train", help="train the demo model from scratch on generated data")
-    p_train.add_argument(
-        "--out", required=True, help="checkpoint to write (the recipe goes next to it as .json)"
-    )
-    p_train.add_argument("--steps", type=int, default=None, help="override the recipe's number of steps")
-    p_train.add_argument("--lr", type=float, default=None, help="override the recipe's peak learning rate")
-    p_train.add_argument(
-        "--finetune-steps",
-        type=int,
-        nargs="+",
-        default=None,
-        metavar="N",
-        help="override the steps of the recipe's later stages, one number per stage (2, 3, ...)",
-    )
-    p_train.add_argument(
-        "--start-from",
-        default=None,
-        metavar="CHECKPOINT",
-        help="resume: the checkpoint the stage before --start-stage wrote (e.g. the previous demo model)",
-    )
-    p_train.add_argument(
-        "--start-stage", type=int, default=1, help="resume: the first stage to run (default 1)"
-    )
-    p_eval = sub.add_parser("evaluate", help="score a checkpoint on held-out generated data")
-    p_eval.add_argument("--model", required=True)
-    args = parser.parse_args(argv)
-    if args.cmd == "train":
-        recipe = DemoRecipe()
-        changes = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
-        recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, **changes))
-        if args.finetune_steps is not None:
-            if len(args.finetune_steps) != len(recipe.finetune):
-                parser.error(
-                    f"--finetune-steps: the recipe has {len(recipe.finetune)} later stage(s); "
-                    f"give one number for each, got {len(args.finetune_steps)}"
-                )
-            finetune = tuple(
-                dataclasses.replace(stage, steps=n) for stage, n in zip(recipe.finetune, args.finetune_steps)
-            )
-            recipe = dataclasses.replace(recipe, finetune=finetune)
-        command = " ".join(
-            ["python -m napari_sam2.training.demo", *(argv if argv is not None else sys.argv[1:])]
-        )
-        try:
-            train_demo(
-                args.out,
-                recipe,
-                log=lambda msg: print(msg, flush=True),
-                command=command,
-                start_from=args.start_from,
-                start_stage=args.start_stage,
-            )
-        except (TrainingError, CheckpointError, OSError) as exc:
-            parser.error(str(exc))
-    else:
-        model = load_checkpoint(args.model)
-        print(json.dumps(evaluate_demo(model), indent=2))
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -26,12 +26,11 @@ keeps the first ones).
 
 Command line::
 
-    python -m napari_sam2.training.evaluate --model sam2.1_hiera_tiny --data generated nuclei
+    napari-sam2 evaluate --model sam2.1_hiera_tiny --data generated nuclei
 """
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import io
 import os
@@ -70,7 +69,6 @@ __all__ = [
     "data_dir",
     "load_nuclei",
     "load_dataset",
-    "main",
 ]
 
 Progress = Callable[[int, int], None]
@@ -557,80 +555,3 @@ def load_dataset(
 
         image, labels = tifffile.imread(path), tifffile.imread(labels_path)
     return image, labels, {2: "yx", 3: "zyx"}.get(np.ndim(image), "zyx")
-
-
-# ---------------------------------------------------------------------------------------------- CLI
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m napari_sam2.training.evaluate``: print per-object tables and a summary table."""
-    parser = argparse.ArgumentParser(
-        prog="python -m napari_sam2.training.evaluate",
-        description="1-click, box and propagation IoU of a SAM2 model on labelled images.",
-    )
-    parser.add_argument(
-        "--model", required=True, help="official name (e.g. sam2.1_hiera_tiny) or checkpoint path"
-    )
-    parser.add_argument("--config", help="architecture name when the checkpoint does not carry it")
-    parser.add_argument(
-        "--data",
-        nargs="+",
-        default=["generated"],
-        help=f"datasets: {', '.join(GENERATED)}, nuclei, FILE.npz or IMAGE.tif (with --labels)",
-    )
-    parser.add_argument("--labels", help="labels file for an image file given to --data")
-    parser.add_argument("--axes", choices=["yx", "zyx", "tyx"], help="override the axes of a file")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the generated datasets")
-    parser.add_argument("--max-objects", type=int, help="evaluate only the first N objects")
-    parser.add_argument("--no-propagate", action="store_true", help="skip propagation through stacks")
-    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N or mps")
-    parser.add_argument("--summary-only", action="store_true", help="print only the summary table")
-    parser.add_argument("--output", help="also write the Markdown to this file")
-    args = parser.parse_args(argv)
-
-    from tqdm import tqdm
-
-    from ..engine.device import DeviceError
-    from ..engine.models import load_model
-    from ..model.checkpoint import CheckpointError
-    from ..model.weights import WeightsError
-
-    try:
-        model = load_model(args.model, config=args.config, device=args.device)
-    except (CheckpointError, WeightsError, DeviceError) as err:
-        parser.exit(2, f"error: {err}\n")
-    reports, blocks = [], []
-    for spec in args.data:
-        try:
-            image, labels, axes = load_dataset(spec, seed=args.seed, labels_path=args.labels)
-            with tqdm(desc=spec, unit="step", file=sys.stderr, leave=False) as bar:
-
-                def progress(done: int, total: int, bar=bar) -> None:
-                    bar.total = total
-                    bar.update(done - bar.n)
-
-                report = evaluate(
-                    model,
-                    image,
-                    labels,
-                    axes=args.axes or axes,
-                    max_objects=args.max_objects,
-                    propagate=not args.no_propagate,
-                    progress=progress,
-                    data_name=spec,
-                )
-        except (EvaluationError, DatasetUnavailableError) as err:
-            parser.exit(2, f"error: {err}\n")
-        reports.append(report)
-        if not args.summary_only:
-            blocks.append(report.as_markdown())
-            print(blocks[-1] + "\n", flush=True)
-    blocks.append(summary_table(reports))
-    print(blocks[-1])
-    if args.output:
-        Path(args.output).write_text("\n\n".join(blocks) + "\n")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -32,12 +32,11 @@ Example::
 
 from __future__ import annotations
 
-import argparse
 import math
 import os
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +55,7 @@ from ..model.mask_decoder import DecoderOutput
 from ..model.prompt_encoder import PAD
 from ._prompts import correction_click, first_click, jittered_box
 
-__all__ = ["TrainingError", "TrainingConfig", "TrainingPair", "TrainingResult", "train", "main"]
+__all__ = ["TrainingError", "TrainingConfig", "TrainingPair", "TrainingResult", "train"]
 
 Progress = Callable[[int, int, float], None]
 Cancel = Callable[[], bool]
@@ -636,58 +635,3 @@ def train(
     if out is not None:
         result.checkpoint = save_checkpoint(model, out)
     return result
-
-
-# ---------------------------------------------------------------------------------------------- command line
-_NUMBER_TYPES = {"int": int, "float": float}
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m napari_sam2.training.finetune --image IMG --labels LBL --model NAME --out FILE``."""
-    from ..engine.models import load_model
-
-    parser = argparse.ArgumentParser(
-        prog="python -m napari_sam2.training.finetune",
-        description="Fine-tune a SAM2 model on image + label pairs (TIFF or zarr) and save the weights.",
-    )
-    parser.add_argument("--image", action="append", required=True, help="image file (repeat for more pairs)")
-    parser.add_argument("--labels", action="append", required=True, help="label file, one per --image")
-    parser.add_argument("--axes", default=None, help="axes of the images if not inferable, e.g. zyx")
-    parser.add_argument("--model", default="sam2.1_hiera_tiny", help="official name, 'demo' or a checkpoint")
-    parser.add_argument("--out", required=True, help="where to write the trained checkpoint (.pt)")
-    parser.add_argument("--device", default=None)
-    defaults = TrainingConfig()
-    for f in fields(TrainingConfig):
-        if f.name == "freeze":
-            parser.add_argument(
-                "--freeze", action="append", default=[], help="parameter prefix to keep fixed"
-            )
-        elif f.name in ("augment",):
-            continue
-        elif f.type in _NUMBER_TYPES:
-            flag = f"--{f.name.replace('_', '-')}"
-            parser.add_argument(flag, type=_NUMBER_TYPES[f.type], default=getattr(defaults, f.name))
-    args = parser.parse_args(argv)
-    if len(args.image) != len(args.labels):
-        parser.error("give one --labels per --image")
-    options = {
-        f.name: getattr(args, f.name)
-        for f in fields(TrainingConfig)
-        if f.name not in ("augment",) and hasattr(args, f.name)
-    }
-    options["freeze"] = tuple(args.freeze)
-    cfg = TrainingConfig(**options)
-    model = load_model(args.model, device="cpu")
-    pairs = [TrainingPair(i, lb, args.axes) for i, lb in zip(args.image, args.labels)]
-
-    def report(step: int, total: int, loss: float) -> None:
-        if step % 10 == 0 or step == total:
-            print(f"step {step}/{total} loss {loss:.4f}", flush=True)
-
-    result = train(model, pairs, cfg, device=args.device, out=args.out, progress=report)
-    print(f"wrote {result.checkpoint} after {result.steps} steps in {result.seconds:.0f} s")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
