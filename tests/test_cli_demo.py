@@ -12,7 +12,7 @@ import tifffile
 from scipy import ndimage
 
 from napari_sam2.cli import main
-from napari_sam2.cli._commands import build_demo
+from napari_sam2.plugin._demo import build_demo
 from napari_sam2.training import synthetic
 
 

@@ -1,8 +1,7 @@
-"""Packaging checks: the napari manifest, its entry point, the import rule and the runtime dependencies."""
+"""Packaging checks: the napari manifest, its entry point and the runtime dependencies (the import
+rules are in test_layers.py)."""
 
 import importlib.util
-import subprocess
-import sys
 from importlib.metadata import entry_points
 from pathlib import Path
 
@@ -18,9 +17,6 @@ except ModuleNotFoundError:  # Python 3.10
 ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_MANIFEST = ROOT / "src" / "napari_sam2" / "napari.yaml"
 DIST_NAME = "napari-sam2"
-
-GUI_MODULES = ("qtpy", "napari", "magicgui", "PyQt5", "PySide2", "PyQt6", "PySide6")
-
 
 def test_root_manifest_is_identical_to_packaged_manifest():
     assert (ROOT / "napari.yaml").read_bytes() == PACKAGE_MANIFEST.read_bytes(), (
@@ -42,22 +38,6 @@ def test_packaged_manifest_is_valid_and_discoverable():
     installed = Path(spec.origin).parent / resource
     assert installed.is_file()
     assert npe2.PluginManifest.from_file(installed).name == DIST_NAME
-
-
-def test_core_packages_do_not_import_gui_modules():
-    modules = ["napari_sam2", "napari_sam2.model", "napari_sam2.engine"]
-    if importlib.util.find_spec("napari_sam2.cli") is not None:
-        modules.append("napari_sam2.cli")
-    code = (
-        "import importlib, sys\n"
-        f"for name in {modules!r}:\n"
-        "    importlib.import_module(name)\n"
-        f"print(','.join(sorted(m for m in {GUI_MODULES!r} if m in sys.modules)))\n"
-    )
-    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
-    assert result.returncode == 0, result.stderr
-    loaded = result.stdout.strip()
-    assert not loaded, f"importing {modules} loaded GUI modules: {loaded}"
 
 
 def test_runtime_dependencies_have_no_qt_binding():

@@ -314,30 +314,6 @@ def batch(args: argparse.Namespace) -> int:
     return _FAIL if report.failed else 0
 
 
-def build_demo(show: bool = True):
-    """The demo viewer: the sample nuclei volume and the SAM2 widget docked, on the demo model.
-
-    Returns (viewer, widget). napari and the plugin are imported here only.
-    """
-    from ..engine.models import demo_checkpoint_path
-
-    demo_checkpoint_path()  # a clear error (exit 3) before a window opens
-    import napari
-
-    from ..plugin._sample import sample_nuclei_3d
-    from ..plugin._widget import Sam2Widget
-
-    viewer = napari.Viewer(show=show)
-    for layer_data in sample_nuclei_3d():
-        kwargs = layer_data[1] if len(layer_data) > 1 else {}
-        kind = layer_data[2] if len(layer_data) > 2 else "image"
-        getattr(viewer, f"add_{kind}")(layer_data[0], **(kwargs or {}))
-    widget = Sam2Widget(viewer)
-    viewer.window.add_dock_widget(widget, name="SAM2", area="right")
-    widget.set_model(api.load_model("demo", device="cpu"), name="demo")
-    return viewer, widget
-
-
 def headless_demo(args_out: str, quiet: bool = False) -> float:
     """The demo without a screen: one click per nucleus of the sample volume (at its interior point
     on its largest slice), propagation through z with the demo model, labels with provenance to
@@ -381,12 +357,10 @@ def demo(args: argparse.Namespace) -> int:
     if args.headless:
         headless_demo(args.out, args.quiet)
         return 0
-    viewer, widget = build_demo(show=not args.no_gui)
-    if args.no_gui:
-        print(f"layers: {', '.join(layer.name for layer in viewer.layers)}; widget: {type(widget).__name__}")
-        viewer.close()
-        return 0
-    import napari
+    from ..engine.models import demo_checkpoint_path
 
-    napari.run()
+    demo_checkpoint_path()  # a clear error (exit 3) before napari loads
+    from ..plugin._demo import run_demo
+
+    run_demo(show=not args.no_gui)
     return 0
