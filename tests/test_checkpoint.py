@@ -194,7 +194,7 @@ def test_demo_name_and_offline_default(tmp_path, monkeypatch):
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))  # no official weights cached
     monkeypatch.setattr(models, "DEMO_FILE", tmp_path / "data" / "demo_sam2.pt")
     assert models.default_model_name() == "demo"
-    with pytest.raises(CheckpointError, match=r"does not ship one yet.*demo train --out"):
+    with pytest.raises(CheckpointError, match=r"does not ship one yet.*napari-sam2 demo-model train --out"):
         load_model("demo")
     with pytest.raises(CheckpointError, match="does not ship one yet"):
         load_model()  # the offline default
