@@ -27,7 +27,7 @@ from napari_sam2.plugin import console
 from napari_sam2.plugin._layers import image_geometry, to_image_coords
 from napari_sam2.plugin._prompts import NEGATIVE_COLOR, rgba
 from napari_sam2.plugin._sample import sample_nuclei_3d
-from napari_sam2.plugin._session import Step, StepKind
+from napari_sam2.plugin._session import Session, Step, StepKind
 from napari_sam2.plugin._widget import Sam2Widget
 from napari_sam2.training import synthetic
 from test_api import make_volume, save_tiny, write_tiff
@@ -529,6 +529,16 @@ def test_steps_are_typed_and_their_description_is_derived():
     assert Step(StepKind.SEGMENT, 2, "z", (5,)).description == "segment object 2 at z=5"
     assert Step(StepKind.NEXT_OBJECT, 2, next_id=4, object_after=4).description == "next object 2 -> 4"
     assert Step(StepKind.PROPAGATE, 1, "tz", (0, 2), "z+t").fixed == {}
+
+    session = Session(max_steps=2)  # Copy as Python sees every step still done, past the undo limit
+    for obj in (1, 2, 3):
+        session.record(Step(StepKind.SEGMENT, obj, "z", (obj,), prompts={(obj,): prompt}))
+    assert len(session.undo_stack) == 2 and [s.object_id for s in session.done] == [1, 2, 3]
+    assert session.done[0].edits == () and session.done[0].prompts == {(1,): prompt}
+    session.undo(None)
+    assert [s.object_id for s in session.done] == [1, 2]
+    session.redo(None)
+    assert [s.object_id for s in session.done] == [1, 2, 3]
 
 
 def test_widget_parts_do_not_import_the_widget():

@@ -2,7 +2,7 @@
 
 A record describes one call of the public API (:func:`napari_sam2.segment` or
 :func:`napari_sam2.propagate`) with a prompt map; the widget's session is a sequence of typed steps
-(:class:`._session.Step`). :func:`session_record` maps the steps still done (the undo stack) to
+(:class:`._session.Step`). :func:`session_record` maps the steps still done (``Session.done``, not limited to the undo stack's 30) to
 the call that makes the same labels, reading only their typed fields (kind, object id, axis,
 frame, prompts, window), never their descriptions:
 
@@ -70,7 +70,7 @@ def session_record(
     """The API call that makes the widget's labels again, and what it leaves out (caveats).
 
     Args:
-        session: its undo stack holds the steps still done.
+        session: its ``done`` list holds the steps still done.
         data: the picked image and the output labels.
         models: the model in use and its predictor's tiling.
         overwrite: the widget's "Overwrite other objects" switch.
@@ -84,7 +84,7 @@ def session_record(
     source = data.source(image, geometry)
     fa = geometry.frame_axes
     caveats: list[str] = []
-    steps = list(session.undo_stack)
+    steps = list(session.done)  # every step still done, also those past the undo stack's limit
     pmap = replayed_prompts(steps)
     if not pmap:
         raise ProvenanceError("no click or box to replay: click on an object first, then Copy as Python")

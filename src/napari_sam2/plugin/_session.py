@@ -143,6 +143,10 @@ class Step:
             return f"next object {obj} -> {self.next_id}"
         return f"clear prompts of object {obj}"
 
+    def typed(self) -> Step:
+        """This step without what undo needs (label edits, prompt snapshots): what was done only."""
+        return replace(self, edits=(), prompts_before=None, prompts_after=None)
+
     @property
     def voxels_changed(self) -> int:
         return sum(e.changed for e in self.edits)
@@ -169,6 +173,10 @@ class Session:
         object_id: the id the next segmentation writes.
         positive: polarity of the next click.
         max_steps: how many steps undo keeps (each holds two copies of every plane it changed).
+        undo_stack, redo_stack: the steps undo and redo can move (the last ``max_steps``).
+        done: every step still done in the session, oldest first, as :meth:`Step.typed` (no label
+            edits or prompt snapshots, so it costs little): what *Copy as Python* replays, also
+            beyond the undo stack's ``max_steps``.
     """
 
     object_id: int = 1
@@ -176,12 +184,14 @@ class Session:
     max_steps: int = 30
     undo_stack: list[Step] = field(default_factory=list)
     redo_stack: list[Step] = field(default_factory=list)
+    done: list[Step] = field(default_factory=list)
 
     def record(self, step: Step) -> None:
         """Add a finished action; a new action clears the redo stack."""
         self.undo_stack.append(step)
         del self.undo_stack[: -self.max_steps]
         self.redo_stack.clear()
+        self.done.append(step.typed())
 
     def undo(self, writer: LabelWriter | None) -> Step | None:
         """Revert the last step's label edits; returns it (None if there is nothing to undo).
@@ -189,11 +199,17 @@ class Session:
         Raises:
             LabelError: a plane of the step changed since (nothing is reverted then).
         """
-        return self._move(self.undo_stack, self.redo_stack, writer)
+        step = self._move(self.undo_stack, self.redo_stack, writer)
+        if step is not None:
+            self.done.pop()
+        return step
 
     def redo(self, writer: LabelWriter | None) -> Step | None:
         """Re-apply the last undone step; returns the step as it now stands (None if none)."""
-        return self._move(self.redo_stack, self.undo_stack, writer)
+        step = self._move(self.redo_stack, self.undo_stack, writer)
+        if step is not None:
+            self.done.append(step.typed())
+        return step
 
     def _move(self, source: list[Step], target: list[Step], writer: LabelWriter | None) -> Step | None:
         if not source:
