@@ -18,6 +18,7 @@ from napari_sam2.engine.automask import (
     AutoMaskConfig,
     AutoMaskError,
     generate_masks,
+    grid,
     masks_to_labels,
     segment_everything,
 )
@@ -421,3 +422,23 @@ def test_demo_model_gets_its_own_filter_defaults():
     assert AutoMaskConfig.build(None, demo, pred_iou_thresh=0.5).pred_iou_thresh == 0.5
     assert AutoMaskConfig.build(None, demo, pred_iou_thresh=0.5).stability_score_thresh == 0.9
     assert AutoMaskConfig.build(AutoMaskConfig(), demo) == AutoMaskConfig()  # a given config is used as is
+
+
+@pytest.mark.parametrize("n", [0, 1, 300, 1500])
+def test_nms_matches_torchvision(n):
+    """grid.nms keeps torchvision (and with it triton) off the runtime path; it must keep the same
+    boxes in the same order as torchvision's batched NMS (which SAM2 calls), ties included."""
+    tv_ops = pytest.importorskip("torchvision.ops")
+    gen = torch.Generator().manual_seed(n)
+    xy = torch.randint(0, 200, (n, 2), generator=gen).float()
+    wh = torch.randint(0, 60, (n, 2), generator=gen).float()  # some empty boxes
+    boxes = torch.cat([xy, xy + wh], dim=1)
+    scores = torch.randint(0, 50, (n,), generator=gen).float() / 50  # many ties
+    for thresh in (0.0, 0.5, 0.7, 1.0):
+        expected = tv_ops.batched_nms(boxes, scores, torch.zeros(n, dtype=torch.int64), thresh)
+        got = grid.nms(boxes, scores, thresh)
+        if n > 1000:  # torchvision re-sorts its kept boxes with an unstable sort: compare as sets
+            assert sorted(got.tolist()) == sorted(expected.tolist())
+            assert (scores[got].diff() <= 0).all()
+        else:
+            assert got.tolist() == expected.tolist()

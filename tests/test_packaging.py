@@ -46,3 +46,25 @@ def test_runtime_dependencies_have_no_qt_binding():
     names = [canonicalize_name(Requirement(dep).name) for dep in project["dependencies"]]
     offending = [name for name in names if name.startswith(("pyqt", "pyside"))]
     assert not offending, f"runtime dependencies must not include a Qt binding: {offending}"
+
+
+# distributions imported under another name, and those used without an import
+IMPORT_NAMES = {"scikit-image": "skimage"}
+NOT_IMPORTED = {"imagecodecs": "tifffile's codecs for LZW, JPEG and other TIFF compressions"}
+
+
+def test_every_runtime_dependency_is_imported_by_the_package():
+    """A dependency nothing imports (magicgui was one) is dropped, or NOT_IMPORTED says why it stays."""
+    import ast
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    names = [canonicalize_name(Requirement(dep).name) for dep in project["dependencies"]]
+    imported = set()
+    for path in (ROOT / "src" / "napari_sam2").rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                imported.add(node.module.split(".")[0])
+    unused = [n for n in names if n not in NOT_IMPORTED and IMPORT_NAMES.get(n, n) not in imported]
+    assert not unused, f"runtime dependencies nothing in src/napari_sam2 imports: {unused}"

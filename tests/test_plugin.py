@@ -27,6 +27,7 @@ from napari_sam2.plugin import console
 from napari_sam2.plugin._layers import image_geometry, to_image_coords
 from napari_sam2.plugin._prompts import NEGATIVE_COLOR, rgba
 from napari_sam2.plugin._sample import sample_nuclei_3d
+from napari_sam2.plugin._session import Session, Step, StepKind
 from napari_sam2.plugin._widget import Sam2Widget
 from napari_sam2.training import synthetic
 from test_api import make_volume, save_tiny, write_tiff
@@ -468,7 +469,9 @@ def run_script(script, tmp_path, name):
     return read_labels(out)
 
 
-def test_copy_as_python_reproduces_the_widgets_labels_in_a_new_process(make_napari_viewer, qtbot, tmp_path):
+def test_copy_as_python_reproduces_the_widgets_labels_in_a_new_process(
+    make_napari_viewer, qtbot, tmp_path, monkeypatch
+):
     path = write_tiff(tmp_path / "vol.tif", make_volume(planes=4))
     ckpt = save_tiny(tmp_path)  # a random-weight SAM2 as a checkpoint file
     results = {}
@@ -491,12 +494,68 @@ def test_copy_as_python_reproduces_the_widgets_labels_in_a_new_process(make_napa
         assert widget.copy_as_python() == QApplication.clipboard().text()
         script = QApplication.clipboard().text()
         assert f"{case}(" in script and str(ckpt.resolve()) in script
-        again = run_script(script, tmp_path, case)
+        steps = widget.provenance_record().extra["steps"]
+        assert steps[-1]["kind"] == ("segment" if case == "segment" else "propagate")
+        with monkeypatch.context() as m:  # the script reads typed steps, never their wording
+            m.setattr(Step, "description", property(lambda step: "reworded: object 9 along q"))
+            reworded = widget.copy_as_python()
+            widget.undo()
+            assert widget.status_label.text() == "Undo: reworded: object 9 along q"
+            widget.redo()
+        assert reworded == script
+        again = run_script(reworded, tmp_path, case)
         assert again.dtype == labels.dtype and labels.any()
         np.testing.assert_array_equal(again, labels)
         results[case] = labels.copy()
     assert set(np.unique(results["segment"])) == {0, 1, 2}
     assert not np.array_equal(results["segment"], results["propagate"])
+
+
+def test_steps_are_typed_and_their_description_is_derived():
+    prompt = Prompt([(20.0, 30.0)], [1])
+    step = Step(StepKind.PROPAGATE, 3, "tz", (1, 4), "z", {(1, 4): prompt}, (0.0, 500.0))
+    assert step.description == "propagate object 3 along z"
+    assert step.fixed == {"t": 1} and step.object_before == step.object_after == 3
+    assert step.to_dict() == {
+        "kind": "propagate",
+        "object_id": 3,
+        "frame": {"t": 1, "z": 4},
+        "axis": "z",
+        "prompt_frames": [[1, 4]],
+        "window": [0.0, 500.0],
+        "next_id": None,
+        "options": {},
+    }
+    assert Step(StepKind.SEGMENT, 2, "z", (5,)).description == "segment object 2 at z=5"
+    assert Step(StepKind.NEXT_OBJECT, 2, next_id=4, object_after=4).description == "next object 2 -> 4"
+    assert Step(StepKind.PROPAGATE, 1, "tz", (0, 2), "z+t").fixed == {}
+
+    session = Session(max_steps=2)  # Copy as Python sees every step still done, past the undo limit
+    for obj in (1, 2, 3):
+        session.record(Step(StepKind.SEGMENT, obj, "z", (obj,), prompts={(obj,): prompt}))
+    assert len(session.undo_stack) == 2 and [s.object_id for s in session.done] == [1, 2, 3]
+    assert session.done[0].edits == () and session.done[0].prompts == {(1,): prompt}
+    session.undo(None)
+    assert [s.object_id for s in session.done] == [1, 2]
+    session.redo(None)
+    assert [s.object_id for s in session.done] == [1, 2, 3]
+
+
+def test_widget_parts_do_not_import_the_widget():
+    """The widget imports its parts; they talk through small interfaces (plugin/_ports.py), so no
+    module of plugin/ but the manifest's entry and the console's lazy find_widget names _widget."""
+    import ast
+
+    import napari_sam2.plugin as plugin
+
+    for path in sorted(Path(plugin.__file__).parent.glob("*.py")):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom):
+                names.add(node.module or "")
+                names.update(f"{node.module}.{a.name}" if node.module else a.name for a in node.names)
+        uses_widget = any(n.split(".")[-1] == "_widget" for n in names)
+        assert not uses_widget or path.name == "console.py", path.name
 
 
 def test_npe2_lists_and_validates_the_plugin():

@@ -1,102 +1,123 @@
-"""The widget's undoable steps that are not segmentation: next object, clear prompts, undo, redo.
+"""The widget's undo history: recording steps, the prompt-only steps (next object, clear prompts),
+undo and redo.
 
-Every action that writes labels or changes the prompt layers becomes one :class:`._session.Step`
-(:meth:`History.record`); undo and redo move steps between the session's stacks, revert or
-re-apply their label planes, and put the prompt layers and the current object id back.
+Every action that writes labels or changes the prompt layers becomes one typed
+:class:`._session.Step` (:meth:`History.record`); undo and redo move steps between the session's
+stacks, revert or re-apply their label planes, and put the prompt layers and the current object id
+back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import replace
 from typing import TYPE_CHECKING
 
 import numpy as np
+from napari.layers import Labels
 
 from ..engine import LabelWriter
-from ._session import PromptSnapshot, Step
+from ._ports import Tasks
+from ._prompts import PromptLayers
+from ._session import Session, Step, StepKind
 from ._tasks import USER_ERRORS
 
 if TYPE_CHECKING:
     from ..api.session import RecordingWriter
-    from ._widget import Sam2Widget
 
 __all__ = ["History"]
 
 
 class History:
-    """Undo/redo and the prompt-only steps of one :class:`~._widget.Sam2Widget` (its part, split
-    out for size: it edits the widget's session, prompt layers and labels)."""
+    """Undo/redo and the prompt-only steps of one widget.
 
-    def __init__(self, widget: Sam2Widget) -> None:
-        self.widget = widget
+    Args:
+        session: the current object id and the undo/redo stacks.
+        prompts: the prompt layers (snapshots to record, restored by undo).
+        labels: returns the output Labels layer if there is one (never creates it).
+        tasks: says whether a task runs, and shows the messages.
+        set_object_id: makes an id current (the session, the object box and the prompt defaults).
+    """
 
-    def record(
+    def __init__(
         self,
-        what: str,
-        writer: RecordingWriter,
-        before: PromptSnapshot | None,
-        after: PromptSnapshot | None,
-        obj_before: int,
-        obj_after: int,
+        session: Session,
+        prompts: PromptLayers,
+        labels: Callable[[], Labels | None],
+        tasks: Tasks,
+        set_object_id: Callable[[int], None],
     ) -> None:
-        """Record a finished action's label edits and prompts as one undo step."""
-        w = self.widget
-        if writer.edits or before is not after:
-            w.session.record(Step(what, tuple(writer.edits), before, after, obj_before, obj_after))
-        if after is not None:
-            w.prompts.last = after
+        self.session = session
+        self.prompts = prompts
+        self.labels = labels
+        self.tasks = tasks
+        self.set_object_id = set_object_id
+
+    def record(self, step: Step, writer: RecordingWriter | None = None) -> None:
+        """Record a finished action as one undo step, with the label edits ``writer`` made (a step
+        that changed neither labels nor prompts is not recorded)."""
+        edits = tuple(writer.edits) if writer is not None else step.edits
+        if edits or step.prompts_before is not step.prompts_after:
+            self.session.record(replace(step, edits=edits))
+        if step.prompts_after is not None:
+            self.prompts.last = step.prompts_after
 
     def next_object(self) -> int:
-        """See :meth:`Sam2Widget.next_object`."""
-        w = self.widget
-        old = w.session.object_id
-        labels = w.data.existing_labels()
+        """Finish the current object: its prompts leave the layers, the next free id becomes current."""
+        old = self.session.object_id
+        labels = self.labels()
         top = int(np.max(labels.data)) if labels is not None and labels.data.size else 0
         new = max(old + 1, top + 1)
-        before = w.prompts.snapshot()
-        after = w.prompts.without_object(before, old)
-        if w.prompts.points is not None:
-            w.prompts.restore(after)
-        w.session.record(Step(f"next object {old} -> {new}", (), before, after, old, new))
-        w.prompts.last = after
-        w.set_object_id(new)
+        before = self.prompts.snapshot()
+        after = self.prompts.without_object(before, old)
+        if self.prompts.points is not None:
+            self.prompts.restore(after)
+        self.record(
+            Step(
+                StepKind.NEXT_OBJECT,
+                old,
+                next_id=new,
+                prompts_before=before,
+                prompts_after=after,
+                object_after=new,
+            )
+        )
+        self.set_object_id(new)
         return new
 
     def clear_prompts(self) -> None:
-        """See :meth:`Sam2Widget.clear_prompts`."""
-        w = self.widget
-        if w.prompts.points is None:
+        """Remove the current object's clicks and boxes (its labels stay)."""
+        if self.prompts.points is None:
             return
-        obj = w.session.object_id
-        before = w.prompts.snapshot()
-        after = w.prompts.without_object(before, obj)
-        w.prompts.restore(after)
-        w.session.record(Step(f"clear prompts of object {obj}", (), before, after, obj, obj))
-        w.prompts.last = after
+        obj = self.session.object_id
+        before = self.prompts.snapshot()
+        after = self.prompts.without_object(before, obj)
+        self.prompts.restore(after)
+        self.record(Step(StepKind.CLEAR_PROMPTS, obj, prompts_before=before, prompts_after=after))
 
     def undo(self) -> None:
-        self._move("Undo", self.widget.session.undo)
+        self._move("Undo", self.session.undo)
 
     def redo(self) -> None:
-        self._move("Redo", self.widget.session.redo)
+        self._move("Redo", self.session.redo)
 
     def _move(self, what: str, move) -> None:
-        w = self.widget
-        if w.runner.busy:
-            w.tasks.info(f"{what}: wait for {w.runner.label} to finish (or Cancel it) first")
+        if self.tasks.busy:
+            self.tasks.info(f"{what}: wait for {self.tasks.label} to finish (or Cancel it) first")
             return
         try:
-            labels = w.data.existing_labels()
+            labels = self.labels()
             step = move(LabelWriter(labels.data) if labels is not None else None)
         except USER_ERRORS as err:
-            w.tasks.error(what, err)
+            self.tasks.error(what, err)
             return
         if step is None:
-            w.tasks.info(f"nothing to {what.lower()}")
+            self.tasks.info(f"nothing to {what.lower()}")
             return
-        if step.prompts_after is not None and w.prompts.points is not None:
-            w.prompts.restore(step.prompts_after)
-            w.prompts.last = step.prompts_after
-        w.set_object_id(step.object_after)
+        if step.prompts_after is not None and self.prompts.points is not None:
+            self.prompts.restore(step.prompts_after)
+            self.prompts.last = step.prompts_after
+        self.set_object_id(step.object_after)
         if labels is not None:
             labels.refresh()
-        w.tasks.status(f"{what}: {step.description}")
+        self.tasks.status(f"{what}: {step.description}")

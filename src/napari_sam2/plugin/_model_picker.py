@@ -4,6 +4,7 @@ The picker lists "demo", the official models and local checkpoint files. :meth:`
 returns the work for the widget's task runner: it downloads an official model once (with progress
 in MiB and cancel) and loads it with :func:`napari_sam2.api.load_model`, which also remembers where
 the model came from (name or file, and its SHA-256) for provenance (*Copy as Python*).
+:class:`ModelSlot` holds the model in use for the widget's actions and loads the picked one on demand.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ import torch
 from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
 
 from ..api import load_model  # records the model's source and checksum, for provenance
+from ..engine import ImagePredictor
 from ..model.weights import OFFICIAL_WEIGHTS, cached_weights_path, download_weights
 from ._layers import LayerError
+from ._ports import Tasks
+from ._tasks import USER_ERRORS
 
-__all__ = ["CHECKPOINT_FILE", "DEMO", "ModelPicker", "available_devices"]
+__all__ = ["CHECKPOINT_FILE", "DEMO", "ModelPicker", "ModelSlot", "available_devices"]
 
 CHECKPOINT_FILE = "checkpoint file..."
 DEMO = "demo"
@@ -96,3 +100,57 @@ class ModelPicker(QGroupBox):
             return load_model(source, device=device, download=False)
 
         return source, work
+
+
+class ModelSlot:
+    """The model the widget's actions use, its name and its image predictor.
+
+    Args:
+        picker: the Model box (what to load, and where it shows the model in use).
+        tasks: runs the load (download with progress, Cancel) and shows its errors.
+
+    Attributes:
+        model: a ``Sam2Model``, or any predictor ``Backend`` for segmentation only (None: none yet).
+        name: its name or source ("demo", an official name, a checkpoint path).
+        predictor: an :class:`~napari_sam2.engine.ImagePredictor` over it (its tiling and embeddings).
+    """
+
+    def __init__(self, picker: ModelPicker, tasks: Tasks) -> None:
+        self.picker = picker
+        self.tasks = tasks
+        self.model: Any = None
+        self.name = ""
+        self.predictor: ImagePredictor | None = None
+
+    def set(self, model: Any, name: str | None = None) -> None:
+        """Use ``model`` from now on."""
+        self.model = model
+        config = getattr(model, "config", None)
+        self.name = name or (config.name if config is not None else type(model).__name__)
+        self.predictor = ImagePredictor(model)
+        self.picker.show_model(self.name, getattr(model, "device", "cpu"))
+
+    def load(
+        self, source: str | None = None, device: str | None = None, then: Callable | None = None
+    ) -> None:
+        """Load an official model (downloaded once, with progress), a checkpoint file or "demo"."""
+        try:
+            source, work = self.picker.load_task(source, device)
+        except USER_ERRORS as err:
+            self.tasks.error("Load model", err)
+            return
+
+        def done(model):
+            self.set(model, source)
+            if then is not None:
+                then()
+
+        self.tasks.start(f"load {source}", work, done, "Load model")
+
+    def ready(self, then: Callable[[], None]) -> bool:
+        """True if a model is in use; else load the picked one, call ``then()`` once it is, and
+        return False (the caller stops and is called again)."""
+        if self.model is not None:
+            return True
+        self.load(then=then)
+        return False

@@ -1,32 +1,36 @@
 """The widget's session as a :class:`~napari_sam2.engine.provenance.ProvenanceRecord`, for *Copy as Python*.
 
 A record describes one call of the public API (:func:`napari_sam2.segment` or
-:func:`napari_sam2.propagate`) with a prompt map; the widget's session is a sequence of clicks,
-propagations and other steps. :func:`session_record` maps the session to the call that makes the
-same labels:
+:func:`napari_sam2.propagate`) with a prompt map; the widget's session is a sequence of typed steps
+(:class:`._session.Step`). :func:`session_record` maps the steps still done (``Session.done``, not limited to the undo stack's 30) to
+the call that makes the same labels, reading only their typed fields (kind, object id, axis,
+frame, prompts, window), never their descriptions:
 
-* the prompts are every object's latest clicks and boxes (in the prompt layers, or in the undo
-  history for objects finished with "Next object"), in image pixels, on the frames where they
-  make a prompt (a positive click or a box), keyed (frame, object id);
-* the kind is "propagate" (along the axis of the latest "propagate object" step still done) if
-  every prompted object was propagated, else "segment" (each prompted plane on its own);
-* window = the image layer's contrast limits, tiling = the widget's predictor's, device, thread
-  count, model source and checksum as loaded (:func:`napari_sam2.api.load_model` records them).
+* the prompts are, for each (frame, object), those of the latest step that wrote it: a segment
+  step's prompt on its plane; a propagation replaces all of its object's earlier prompts by its
+  keyframes (in image pixels, as the step used them);
+* the kind is "propagate" (along the axis, and with the fixed frame axes, of the latest
+  propagation) if every prompted object was propagated, else "segment" (each prompted plane on its
+  own);
+* window = the latest label-writing step's intensity window; tiling = the widget's predictor's,
+  device, thread count, model source and checksum as loaded (:func:`napari_sam2.api.load_model`
+  records them).
 
 What a record cannot say comes back as caveats, which the widget shows: steps the API has no call
-for (segment everything, propagate labels, 3D-through-time), painting, an image that is not a file,
-a model that is not a name or a file. Where the session has none of these, the script makes the
-widget's labels bit for bit on the same machine (single object propagation; for several objects
-propagated one by one the API propagates them together, which can differ where they touch).
+for (segment everything, propagate labels, 3D-through-time, a propagation seeded from painted
+labels), painting, an image that is not a file, a model that is not a name or a file. Where the
+session has none of these, the script makes the widget's labels bit for bit on the same machine
+(single object propagation; for several objects propagated one by one the API propagates them
+together, which can differ where they touch).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 
+from ..engine import Prompt
 from ..engine.provenance import (
     ProvenanceError,
     ProvenanceRecord,
@@ -35,64 +39,70 @@ from ..engine.provenance import (
     prompt_entries,
     runtime_entry,
 )
-from ._layers import prompted_frames
-from ._session import PromptSnapshot
+from ._model_picker import ModelSlot
+from ._ports import ImagePicker
+from ._session import Session, Step, StepKind
 
-if TYPE_CHECKING:
-    from ._widget import Sam2Widget
+__all__ = ["session_record", "replayed_prompts"]
 
-__all__ = ["session_record"]
-
-NOT_IN_SCRIPTS = ("segment everything", "propagate labels")
-"""Undo-step descriptions starting with these wrote labels the script does not redo."""
+NOT_IN_SCRIPTS = (StepKind.SEGMENT_EVERYTHING, StepKind.PROPAGATE_LABELS)
+"""Kinds of steps that wrote labels the script does not redo."""
 
 
-def _latest_prompts(widget: Sam2Widget) -> dict[int, PromptSnapshot]:
-    """Object id -> the latest snapshot of the prompt layers that has its clicks or boxes.
+def replayed_prompts(steps: list[Step]) -> dict[tuple[tuple[int, ...], int], Prompt]:
+    """(frame, object id) -> the prompt that last wrote that object there, from typed steps (oldest first).
 
-    "Next object" and "Clear prompts" take an object's prompts off the layers but keep its labels,
-    so the prompts that made them are found in the undo history (steps still done, oldest first,
-    then the layers now).
+    "Next object" and "Clear prompts" take prompts off the layers but keep the labels, so the
+    prompts come from the steps that wrote labels, not from the layers.
     """
-    snaps = [s for step in widget.session.undo_stack for s in (step.prompts_before, step.prompts_after)]
-    latest = {}
-    for snap in [*snaps, widget.snapshot()]:
-        if snap is not None:
-            for obj in {int(i) for i in snap.point_ids} | {int(i) for i in snap.box_ids}:
-                latest[obj] = snap
-    return dict(sorted(latest.items()))
+    pmap: dict[tuple[tuple[int, ...], int], Prompt] = {}
+    for step in steps:
+        if step.kind is StepKind.PROPAGATE:  # rewrites the object along the axis
+            pmap = {k: p for k, p in pmap.items() if k[1] != step.object_id}
+        if step.kind in (StepKind.SEGMENT, StepKind.PROPAGATE):
+            pmap.update({(tuple(f), step.object_id): p for f, p in step.prompts.items()})
+    return dict(sorted(pmap.items(), key=lambda kv: (kv[0][1], kv[0][0])))
 
 
-def session_record(widget: Sam2Widget) -> tuple[ProvenanceRecord, list[str]]:
+def session_record(
+    session: Session, data: ImagePicker, models: ModelSlot, overwrite: bool
+) -> tuple[ProvenanceRecord, list[str]]:
     """The API call that makes the widget's labels again, and what it leaves out (caveats).
+
+    Args:
+        session: its ``done`` list holds the steps still done.
+        data: the picked image and the output labels.
+        models: the model in use and its predictor's tiling.
+        overwrite: the widget's "Overwrite other objects" switch.
 
     Raises:
         LayerError: no image layer. ProvenanceError: no model, or no click or box to replay.
     """
-    image, geometry = widget.data.require_image(), widget.geometry()
-    if widget.model is None:
+    image, geometry = data.require_image(), data.geometry()
+    if models.model is None:
         raise ProvenanceError("no model yet: load one (Model > Load) and segment, then Copy as Python")
-    source = widget.data.source(image, geometry)
-    fa, frame = geometry.frame_axes, widget.current_frame()
+    source = data.source(image, geometry)
+    fa = geometry.frame_axes
     caveats: list[str] = []
-    pmap = {}
-    for obj, snap in _latest_prompts(widget).items():
-        for f, prompt in prompted_frames(*widget.prompts.object_prompts(obj, snap), len(fa)).items():
-            pmap[(f, obj)] = prompt
+    steps = list(session.done)  # every step still done, also those past the undo stack's limit
+    pmap = replayed_prompts(steps)
     if not pmap:
         raise ProvenanceError("no click or box to replay: click on an object first, then Copy as Python")
 
-    steps = [s.description for s in widget.session.undo_stack]
-    skipped = sorted({d for d in steps if d.startswith(NOT_IN_SCRIPTS)})
+    skipped = sorted({s.kind.value for s in steps if s.kind in NOT_IN_SCRIPTS})
     if skipped:
         caveats.append(f"the script does not redo {', '.join(skipped)}")
-    propagated = [d for d in steps if d.startswith("propagate object")]  # "propagate object 3 along z"
-    axis = propagated[-1].rsplit(" along ", 1)[-1] if propagated else None
-    objects = {int(d.split()[2]) for d in propagated}
+    propagations = [s for s in steps if s.kind is StepKind.PROPAGATE]
+    seeded = sorted({s.object_id for s in propagations if not s.prompts})
+    if seeded:
+        caveats.append(f"objects {seeded} were propagated from painted labels, which the script cannot redo")
+    last = propagations[-1] if propagations else None
+    axis = last.axis if last is not None else None
+    objects = {s.object_id for s in propagations}
     if axis == "z+t":
         caveats.append("3D propagation through time is not in the script (it segments each prompted slice)")
         axis = None
-    elif propagated and objects != {obj for _, obj in pmap}:
+    elif propagations and objects != {obj for _, obj in pmap}:
         caveats.append(
             f"the script segments each prompted slice: objects {sorted(objects)} were propagated but not every "
             "prompted object was (the API propagates all or none)"
@@ -100,7 +110,11 @@ def session_record(widget: Sam2Widget) -> tuple[ProvenanceRecord, list[str]]:
         axis = None
     propagation, tiling, options = None, {}, {}
     if axis is not None:
-        fixed = {a: frame[i] for i, a in enumerate(fa) if a != axis}
+        fixed = last.fixed
+        if any((s.axis, s.fixed) != (axis, fixed) for s in propagations):
+            caveats.append(
+                f"objects were propagated along different axes or slices; the script uses {axis} at {fixed}"
+            )
         off = [k for k in pmap if any(k[0][fa.index(a)] != v for a, v in fixed.items())]
         for k in off:
             del pmap[k]
@@ -116,7 +130,7 @@ def session_record(widget: Sam2Widget) -> tuple[ProvenanceRecord, list[str]]:
             "stop_after_absent": None,
         }  # the widget's tracker settings (the engine's defaults)
     else:
-        pred = widget.predictor
+        pred = models.predictor
         tiling = {
             "tile_size": pred.tile_size,
             "overlap": pred.overlap,
@@ -132,11 +146,16 @@ def session_record(widget: Sam2Widget) -> tuple[ProvenanceRecord, list[str]]:
     path = getattr(image.source, "path", None)
     if path is None:
         caveats.append("the image is not from a file: set IMAGE in the script")
-    model = model_entry(widget.model, widget.model_name)
+    model = model_entry(models.model, models.name)
     if model["source"] is None:
         caveats.append("the model was not loaded by name or file: set MODEL in the script")
-    window = [float(v) for v in image.contrast_limits]
-    labels = widget.data.existing_labels()
+    windows = [s.window for s in steps if s.window is not None]
+    window = [float(v) for v in (windows[-1] if windows else image.contrast_limits)]
+    if len(set(windows)) > 1:
+        caveats.append(
+            f"the steps used different intensity windows {sorted(set(windows))}; the script uses {window}"
+        )
+    labels = data.existing_labels()
     record = ProvenanceRecord(
         kind="segment" if axis is None else "propagate",
         image={
@@ -155,10 +174,10 @@ def session_record(widget: Sam2Widget) -> tuple[ProvenanceRecord, list[str]]:
             "window_asked": window,
             "axes": geometry.axes + ("c" if geometry.rgb else ""),
             "channel": None,
-            "overwrite": widget.overwrite,
+            "overwrite": overwrite,
             **options,
         },
-        runtime=runtime_entry(widget.model),
+        runtime=runtime_entry(models.model),
         labels={}
         if labels is None
         else {
@@ -166,6 +185,6 @@ def session_record(widget: Sam2Widget) -> tuple[ProvenanceRecord, list[str]]:
             "dtype": str(np.dtype(labels.data.dtype)),
             "sha256": labels_digest(labels.data),
         },
-        extra={"made_by": "napari-sam2 widget", "steps": steps, "caveats": caveats},
+        extra={"made_by": "napari-sam2 widget", "steps": [s.to_dict() for s in steps], "caveats": caveats},
     )
     return record, caveats

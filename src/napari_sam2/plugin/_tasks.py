@@ -97,6 +97,11 @@ class TaskPanel(QWidget):
     def busy(self) -> bool:
         return self.runner.busy
 
+    @property
+    def label(self) -> str:
+        """The running task's label."""
+        return self.runner.label
+
     def start(
         self,
         label: str,

@@ -1,12 +1,15 @@
 """The dock widget: clicks and boxes on an image layer -> objects in a Labels layer, in 2D, 3D and time.
 
 Thin by design, and composed of parts: the Data box (:class:`._data.DataPicker`), the Model box
-(:class:`._model_picker.ModelPicker`), the prompt layers (:class:`._prompts.PromptLayers`), the
-action buttons and keys (:class:`._actions.ActionPanel`), the progress/status strip and task runner
+(:class:`._model_picker.ModelPicker`) and the model in use (:class:`._model_picker.ModelSlot`), the
+prompt layers (:class:`._prompts.PromptLayers`), the action buttons and keys
+(:class:`._actions.ActionPanel`), the progress/status strip and task runner
 (:class:`._tasks.TaskPanel`), the Prompts box (:class:`._prompt_panel.PromptPanel`), the long
-label-writing actions (:class:`._propagation.Propagation`) and undo/redo (:class:`._history.History`).
-Coordinates go through :mod:`._layers`, segmentation through :mod:`._ops` (the engine), undo through
-:class:`._session.Session`. Every button calls a public method, so tests and scripts drive the
+label-writing actions (:class:`._propagation.Propagation`), undo/redo (:class:`._history.History`)
+and *Copy as Python* (:func:`._provenance.session_record`). The parts get only the small interfaces
+they use (:mod:`._ports`) and never import this module. Coordinates go through :mod:`._layers`,
+segmentation through :mod:`napari_sam2.api.session`, undo through :class:`._session.Session` and its
+typed :class:`._session.Step` s. Every button calls a public method, so tests and scripts drive the
 widget exactly as a user does.
 
 Keys (on the viewer): Shift-S segment, Shift-F propagate, Shift-N next object, Shift-X clear
@@ -31,12 +34,13 @@ from ._actions import ActionPanel, bind_keys, unbind_keys
 from ._data import DataPicker
 from ._history import History
 from ._layers import ImageGeometry, frame_prompt
-from ._model_picker import ModelPicker
+from ._model_picker import ModelPicker, ModelSlot
+from ._ports import Choices
 from ._prompt_panel import PromptPanel
 from ._prompts import PromptLayers
-from ._propagation import Propagation, where
+from ._propagation import Propagation
 from ._provenance import session_record
-from ._session import PromptSnapshot, Session
+from ._session import PromptSnapshot, Session, Step, StepKind, where
 from ._tasks import USER_ERRORS, TaskPanel
 
 __all__ = ["Sam2Widget"]
@@ -51,12 +55,13 @@ class Sam2Widget(QWidget):
             environment variable NAPARI_SAM2_THREADS=0); False runs them in the GUI thread.
 
     Attributes:
-        model: the model in use (a ``Sam2Model``, or any predictor ``Backend`` for segmentation
-            only); set it with :meth:`set_model` or the Load button.
+        model, model_name, predictor: the model in use (a ``Sam2Model``, or any predictor ``Backend``
+            for segmentation only), its name and its image predictor (held by ``models``, a
+            :class:`._model_picker.ModelSlot`); set it with :meth:`set_model` or the Load button.
         session: the current object, click polarity and the undo/redo stacks.
         runner: runs the long tasks; ``runner.threaded`` is the sync/threaded switch.
-        data, model_picker, prompt_panel, actions, tasks, prompts, propagation, history: the
-            parts (see the module docstring).
+        data, model_picker, models, prompt_panel, actions, tasks, prompts, propagation, history:
+            the parts (see the module docstring).
         points_layer, shapes_layer: the prompt layers (created by :meth:`ensure_prompt_layers`).
         last_report: the report of the latest propagation or segment-everything run.
     """
@@ -65,20 +70,28 @@ class Sam2Widget(QWidget):
         super().__init__()
         self.viewer = viewer
         self.session = Session()
-        self.model: Any = None
-        self.model_name = ""
-        self.predictor: ImagePredictor | None = None
         self.last_report: Any = None
         self.data = DataPicker(viewer)
         self.model_picker = ModelPicker()
         self.actions = ActionPanel(lambda name: getattr(self, name)())
         self.tasks = TaskPanel(threaded)
+        self.models = ModelSlot(self.model_picker, self.tasks)
         self.prompts = PromptLayers(
             viewer, self.session, self.data.require_image, self._on_prompts_changed, self.toggle_polarity
         )
         self.prompt_panel = PromptPanel()
-        self.propagation = Propagation(self)
-        self.history = History(self)
+        self.history = History(
+            self.session, self.prompts, self.data.existing_labels, self.tasks, self.set_object_id
+        )
+        choices = Choices(
+            axis=self.actions.axis_combo.currentText,
+            overwrite=self.prompt_panel.overwrite_check.isChecked,
+            whole_stack=self.actions.everything_stack_check.isChecked,
+        )
+        self.propagation = Propagation(
+            session=self.session, data=self.data, prompts=self.prompts, models=self.models, tasks=self.tasks,
+            history=self.history, choices=choices, on_report=self._on_report,
+        )  # fmt: skip
         self.runner = self.tasks.runner
         # the pickers and switches tests and scripts set directly
         self.image_combo, self.labels_combo = self.data.image_combo, self.data.labels_combo
@@ -87,14 +100,9 @@ class Sam2Widget(QWidget):
         self.axis_combo, self.buttons = self.actions.axis_combo, self.actions.buttons
         self.status_label, self.progress_bar = self.tasks.status_label, self.tasks.progress_bar
         self.cancel_button, self.threaded_check = self.tasks.cancel_button, self.tasks.threaded_check
-        self.object_spin, self.polarity_button = (
-            self.prompt_panel.object_spin,
-            self.prompt_panel.polarity_button,
-        )
-        self.live_check, self.overwrite_check = (
-            self.prompt_panel.live_check,
-            self.prompt_panel.overwrite_check,
-        )
+        panel = self.prompt_panel
+        self.object_spin, self.polarity_button = panel.object_spin, panel.polarity_button
+        self.live_check, self.overwrite_check = panel.live_check, panel.overwrite_check
         self._build()
         self._connect()
         self.refresh_layers()
@@ -154,7 +162,19 @@ class Sam2Widget(QWidget):
     def last_error(self) -> str:
         return self.tasks.last_error
 
-    # ------------------------------------------------------------------ model
+    # ------------------------------------------------------------------ model (see ModelSlot)
+    @property
+    def model(self) -> Any:
+        return self.models.model
+
+    @property
+    def model_name(self) -> str:
+        return self.models.name
+
+    @property
+    def predictor(self) -> ImagePredictor | None:
+        return self.models.predictor
+
     def choose_checkpoint(self, path: str | None = None) -> str | None:
         """Add a local checkpoint file to the model picker (a file dialog without ``path``)."""
         return self.model_picker.choose_checkpoint(path)
@@ -165,28 +185,13 @@ class Sam2Widget(QWidget):
         if isinstance(model, str):
             self.load_model(model)
             return
-        self.model = model
-        config = getattr(model, "config", None)
-        self.model_name = name or (config.name if config is not None else type(model).__name__)
-        self.predictor = ImagePredictor(model)
-        self.model_picker.show_model(self.model_name, getattr(model, "device", "cpu"))
+        self.models.set(model, name)
 
     def load_model(
         self, source: str | None = None, device: str | None = None, then: Callable | None = None
     ) -> None:
         """Load an official model (downloaded once, with progress), a checkpoint file or "demo"."""
-        try:
-            source, work = self.model_picker.load_task(source, device)
-        except USER_ERRORS as err:
-            self.tasks.error("Load model", err)
-            return
-
-        def done(model):
-            self.set_model(model, source)
-            if then is not None:
-                then()
-
-        self.tasks.start(f"load {source}", work, done, "Load model")
+        self.models.load(source, device, then)
 
     # ------------------------------------------------------------------ prompts (see PromptLayers)
     @property
@@ -269,8 +274,7 @@ class Sam2Widget(QWidget):
         except USER_ERRORS as err:
             self.tasks.error("Segment", err)
             return
-        if self.model is None:
-            self.load_model(then=lambda: self.segment(quiet))
+        if not self.models.ready(then=lambda: self.segment(quiet)):
             return
         obj, window = self.session.object_id, tuple(image.contrast_limits)
         before, after, predictor = self.prompts.last, self.snapshot(), self.predictor
@@ -281,9 +285,13 @@ class Sam2Widget(QWidget):
         def done(mask):
             writer = RecordingWriter(labels.data, overwrite=self.overwrite)
             writer.write(frame, {obj: mask})
-            self.record_step(f"segment object {obj}{where(geometry, frame)}", writer, before, after, obj, obj)
+            step = Step(
+                StepKind.SEGMENT, obj, geometry.frame_axes, frame, prompts={frame: prompt}, window=window,
+                prompts_before=before, prompts_after=after,
+            )  # fmt: skip
+            self.history.record(step, writer)
             labels.refresh()
-            self.tasks.status(f"object {obj}: {int(mask.sum())} pixels{where(geometry, frame)}")
+            self.tasks.status(f"object {obj}: {int(mask.sum())} pixels{where(geometry.frame_axes, frame)}")
 
         self.tasks.start("segment", work, done, "Segment")
 
@@ -295,8 +303,7 @@ class Sam2Widget(QWidget):
         except USER_ERRORS as err:
             self.tasks.error("Encode", err)
             return
-        if self.model is None:
-            self.load_model(then=self.encode_current)
+        if not self.models.ready(then=self.encode_current):
             return
         predictor, window = self.predictor, tuple(image.contrast_limits)
 
@@ -361,7 +368,7 @@ class Sam2Widget(QWidget):
     # ------------------------------------------------------------------ provenance
     def provenance_record(self) -> ProvenanceRecord:
         """This session as one call of the public API (see :func:`._provenance.session_record`)."""
-        return session_record(self)[0]
+        return session_record(self.session, self.data, self.models, self.overwrite)[0]
 
     def copy_as_python(self) -> str | None:
         """Put a Python script that makes these labels again on the clipboard (and return it).
@@ -371,7 +378,7 @@ class Sam2Widget(QWidget):
         notification.
         """
         try:
-            record, caveats = session_record(self)
+            record, caveats = session_record(self.session, self.data, self.models, self.overwrite)
         except USER_ERRORS as err:
             self.tasks.error("Copy as Python", err)
             return None
@@ -382,9 +389,8 @@ class Sam2Widget(QWidget):
         return script
 
     # ------------------------------------------------------------------ plumbing
-    def record_step(self, what, writer, before, after, obj_before, obj_after) -> None:
-        """Record a finished action as one undo step (see :meth:`._history.History.record`)."""
-        self.history.record(what, writer, before, after, obj_before, obj_after)
+    def _on_report(self, report: Any) -> None:
+        self.last_report = report
 
     def _on_task_progress(self, done: int, total: int, label: str) -> None:
         if label in ("propagate", "segment everything"):  # frames stream into the labels as they finish

@@ -17,7 +17,6 @@ from itertools import product
 import numpy as np
 import torch
 from scipy import ndimage
-from torchvision.ops import batched_nms
 
 EDGE_ATOL = 20.0
 """A mask box within this many pixels of a crop (or tile) edge that lies inside the image counts as
@@ -92,12 +91,40 @@ def near_inner_edge(boxes: torch.Tensor, crop: tuple[int, ...], plane_hw: tuple[
 
 
 def nms(boxes: torch.Tensor, scores: torch.Tensor, iou_threshold: float) -> torch.Tensor:
-    """Indices kept by torchvision's batched NMS over ``xyxy`` boxes (one category), best first."""
+    """Indices of the ``xyxy`` boxes that greedy non-maximum suppression keeps, best score first.
+
+    The same result as torchvision's ``batched_nms`` with one category (SAM2's call), written here
+    because importing torchvision loads ``torch._dynamo`` and ``triton``, whose LLVM crashes a napari
+    that already runs on Mesa's OpenGL: boxes in order of descending score (stable for ties) are
+    kept unless their IoU with a kept box exceeds ``iou_threshold``, in float32 arithmetic as
+    torchvision's CPU kernel. O(N * kept) numpy work, milliseconds for a few thousand boxes.
+
+    Args:
+        boxes: (N, 4) boxes (x0, y0, x1, y1). scores: (N,). iou_threshold: in [0, 1].
+
+    Returns:
+        (K,) int64 indices into ``boxes``.
+    """
     if len(boxes) == 0:
         return torch.zeros(0, dtype=torch.int64)
-    return batched_nms(
-        boxes.float(), scores.float(), torch.zeros(len(boxes), dtype=torch.int64), iou_threshold
-    )
+    b = boxes.detach().cpu().float().numpy()
+    order = torch.sort(scores.detach().cpu().float(), stable=True, descending=True).indices.numpy()
+    x0, y0, x1, y1 = (np.ascontiguousarray(b[:, k]) for k in range(4))
+    areas = (x1 - x0) * (y1 - y0)
+    suppressed = np.zeros(len(b), dtype=bool)
+    keep = []
+    with np.errstate(divide="ignore", invalid="ignore"):  # 0 / 0 for empty boxes: NaN, never above
+        for pos, i in enumerate(order):
+            if suppressed[i]:
+                continue
+            keep.append(i)
+            rest = order[pos + 1 :]
+            w = np.maximum(np.float32(0), np.minimum(x1[i], x1[rest]) - np.maximum(x0[i], x0[rest]))
+            h = np.maximum(np.float32(0), np.minimum(y1[i], y1[rest]) - np.maximum(y0[i], y0[rest]))
+            inter = w * h
+            iou = inter / (areas[i] + areas[rest] - inter)
+            suppressed[rest[iou.astype(np.float64) > iou_threshold]] = True
+    return torch.as_tensor(np.asarray(keep, dtype=np.int64))
 
 
 def clean_low_res(logits: torch.Tensor, max_area: int, threshold: float) -> torch.Tensor:
