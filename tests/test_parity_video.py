@@ -156,7 +156,11 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
     assert (r_feats - o_feats).abs().max() <= LOGIT_ATOL
     assert (r_pos[0] - o_pos).abs().max() <= 1e-6
     cond = ours.condition_on_memory(
-        feats, [Memory(o_feats, o_pos, 0)], torch.randn(1, 2, 256).to(TEST_DEVICE), torch.tensor([0.0, 3.0]), 6
+        feats,
+        [Memory(o_feats, o_pos, 0)],
+        torch.randn(1, 2, 256).to(TEST_DEVICE),
+        torch.tensor([0.0, 3.0]),
+        6,
     )
     assert cond.shape == feats.embed.shape and torch.isfinite(cond).all()
 
