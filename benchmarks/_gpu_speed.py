@@ -318,8 +318,9 @@ def propagation(pair: Pair, clip: Clip, precision: str, repeats: int, warmup: bo
     ctx, comp = _precision(pair, precision)
     with torch.inference_mode(), comp, ctx:
         if warmup:  # two frames each: lazy initialisation and (compile) tracing
-            clip.run_ours(max_frames=1)
-            clip.run_ref(max_frames=1)
+            for run in (clip.run_ours, clip.run_ref):
+                with contextlib.suppress(Exception):  # a side that fails fails again, recorded, in paired()
+                    run(max_frames=1)
         row = paired(clip.run_ours, clip.run_ref, pair.device, repeats, warmup=False)
     o, r = row.pop("_outputs")
     return row | {"frames": clip.frames, "objects": len(clip.points), "masks": (o, r)}
