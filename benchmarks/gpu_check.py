@@ -433,6 +433,9 @@ def stage_pytest(name: str, args, cap_s: float) -> dict:
             os.killpg(proc.pid, signal.SIGKILL)
             out, _ = proc.communicate()
             timed_out = True
+        except BaseException:  # the watchdog: leave no pytest running behind
+            os.killpg(proc.pid, signal.SIGKILL)
+            raise
         result = {"device": args.device, "targets": targets, "exit": proc.returncode, "timeout_s": round(timeout),
                   "timed_out": timed_out, "output_tail": out[-3000:]}  # fmt: skip
         result |= junit_counts(xml) if xml.exists() else verbose_counts(out)
