@@ -201,13 +201,19 @@ class Pair:
 
     @contextlib.contextmanager
     def compiled_encoders(self):
-        """Both image encoders' forward wrapped by torch.compile (static shapes), restored on exit."""
+        """Both image encoders' forward wrapped by torch.compile (static shapes), restored on exit.
+        Re-entrant: inside an outer ``with``, the compiled graphs are reused, not compiled again."""
+        if getattr(self, "_compiled", False):
+            yield
+            return
         encoders = (self.ours.image_encoder, self.ref.image_encoder)
         for enc in encoders:
             enc.forward = torch.compile(enc.forward, dynamic=False)
+        self._compiled = True
         try:
             yield
         finally:
+            self._compiled = False
             for enc in encoders:
                 del enc.forward  # the class's forward again
             torch._dynamo.reset()
