@@ -7,9 +7,35 @@ import os
 import pytest
 import torch
 
+from napari_sam2 import select_device
+
+TEST_DEVICE_ENV_VAR = "NAPARI_SAM2_TEST_DEVICE"
+
+
+def _test_device() -> torch.device:
+    """The device of the parity and propagation tests: ``NAPARI_SAM2_TEST_DEVICE`` ("cuda", "cuda:1",
+    ...; default "cpu"). benchmarks/gpu_check.py sets it to run those tests on a GPU. Tests that honour
+    it import ``TEST_DEVICE`` and move their models and inputs there; the others stay on the CPU.
+
+    On CUDA, TF32 is turned off (cuDNN enables it for convolutions by default), so float32 there is
+    float32 and the CPU tolerances of the parity tests apply unchanged.
+    """
+    device = select_device(os.environ.get(TEST_DEVICE_ENV_VAR) or "cpu")
+    if device.type == "cuda":
+        torch.backends.cuda.matmul.allow_tf32 = False
+        torch.backends.cudnn.allow_tf32 = False
+    return device
+
+
+TEST_DEVICE = _test_device()
+
 
 def pytest_configure(config):
     torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def pytest_report_header(config):
+    return f"napari-sam2 test device ({TEST_DEVICE_ENV_VAR}): {TEST_DEVICE}"
 
 
 def require_reference():

@@ -22,8 +22,11 @@ def hydra_config_name(variant: str) -> str:
     return f"configs/{gen}/{gen}_hiera_{SHORT[size]}.yaml"
 
 
-def build_reference(variant: str, image_size: int = 1024, seed: int = 0, video: bool = False, **overrides):
-    """The reference model (or video predictor) on CPU in eval mode with seeded random weights.
+def build_reference(
+    variant: str, image_size: int = 1024, seed: int = 0, video: bool = False, device="cpu", **overrides
+):
+    """The reference model (or video predictor) on ``device`` in eval mode with seeded random weights
+    (drawn on the CPU, so they do not depend on the device).
 
     The object-score head's bias is raised to +2 so that "object present" is not a coin flip
     with random weights (see SAM2_SPEC section 8.1).
@@ -33,7 +36,7 @@ def build_reference(variant: str, image_size: int = 1024, seed: int = 0, video: 
     extra = [f"++model.image_size={image_size}"] + [f"++model.{k}={v}" for k, v in overrides.items()]
     torch.manual_seed(seed)
     builder = build_sam2_video_predictor if video else build_sam2
-    ref = builder(hydra_config_name(variant), None, device="cpu", hydra_overrides_extra=extra)
+    ref = builder(hydra_config_name(variant), None, device=str(device), hydra_overrides_extra=extra)
     with torch.no_grad():
         ref.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(2.0)
         # trained checkpoints have non-trivial values here; zeros (the init) would hide bugs
@@ -49,7 +52,7 @@ def save_official(ref, path: Path) -> Path:
     return path
 
 
-def ours_from(ref, path: Path, variant: str, image_size: int = 1024) -> Sam2Model:
+def ours_from(ref, path: Path, variant: str, image_size: int = 1024, device="cpu") -> Sam2Model:
     save_official(ref, path)
     cfg = replace(get_config(variant), image_size=image_size)
-    return load_checkpoint(path, config=cfg).eval()
+    return load_checkpoint(path, config=cfg).eval().to(device)

@@ -1,6 +1,7 @@
 """Parity with Meta's reference (sam2==1.1.0) on the image path, identical random weights.
 
-Logits within 1e-4, binary masks identical, IoU and object scores within 1e-5.
+Logits within 1e-4, binary masks identical, IoU and object scores within 1e-5. Runs on
+``NAPARI_SAM2_TEST_DEVICE`` (default CPU; see conftest.py), with the same tolerances there.
 """
 
 from __future__ import annotations
@@ -8,7 +9,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from conftest import require_reference
+from conftest import TEST_DEVICE, require_reference
 from napari_sam2.model import VARIANTS, Sam2Model
 from reference import build_reference, hydra_config_name, ours_from
 
@@ -28,10 +29,10 @@ CASES = [
 def pair(request, tmp_path_factory):
     """(reference, ours, input, reference features, our features); module scope groups tests by case."""
     variant, size = request.param
-    ref = build_reference(variant, size, seed=size)
-    ours = ours_from(ref, tmp_path_factory.mktemp("w") / "ckpt.pt", variant, size)
+    ref = build_reference(variant, size, seed=size, device=TEST_DEVICE)
+    ours = ours_from(ref, tmp_path_factory.mktemp("w") / "ckpt.pt", variant, size, device=TEST_DEVICE)
     torch.manual_seed(7)
-    x = torch.randn(1, 3, size, size)
+    x = torch.randn(1, 3, size, size).to(TEST_DEVICE)  # drawn on the CPU: the same input on every device
     with torch.inference_mode():
         return ref, ours, x, ref.forward_image(x), ours.encode_image(x)
 
@@ -87,6 +88,7 @@ def _prompts(size):
 def test_decoder_outputs(pair, prompt):
     ref, ours, x, rb, of = pair
     coords, labels, use_mask, multimask = _prompts(x.shape[-1])[prompt]
+    coords, labels = coords.to(TEST_DEVICE), labels.to(TEST_DEVICE)
     emb_r = rb["backbone_fpn"][2] + ref.no_mem_embed.view(1, -1, 1, 1)
     hr_r = [rb["backbone_fpn"][0], rb["backbone_fpn"][1]]
     pe = ref.sam_prompt_encoder

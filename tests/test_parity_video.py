@@ -1,7 +1,8 @@
 """Parity with Meta's reference video predictor on the memory path, identical random weights.
 
 Where the reference has a known bug (SAM2_SPEC section 9) ours must not have it; those tests
-show the reference's behaviour and ours side by side instead of reproducing the bug.
+show the reference's behaviour and ours side by side instead of reproducing the bug. Runs on
+``NAPARI_SAM2_TEST_DEVICE`` (default CPU; see conftest.py), with the same tolerances there.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import require_reference
+from conftest import TEST_DEVICE, require_reference
 from napari_sam2.engine import Prompt, Tracker
 from napari_sam2.model import Memory
 from reference import build_reference, ours_from
@@ -40,8 +41,8 @@ def write_clip(folder: Path, frames: int) -> Path:
 
 def setup(tmp_path, variant, frames=7, **overrides):
     tmp_path.mkdir(parents=True, exist_ok=True)
-    ref = build_reference(variant, SIZE, seed=1, video=True, **overrides)
-    ours = ours_from(ref, tmp_path / "w.pt", variant, SIZE)
+    ref = build_reference(variant, SIZE, seed=1, video=True, device=TEST_DEVICE, **overrides)
+    ours = ours_from(ref, tmp_path / "w.pt", variant, SIZE, device=TEST_DEVICE)
     state = ref.init_state(str(write_clip(tmp_path / "clip", frames)))
     images = state["images"]  # the reference's own preprocessing, so both see the same input
     return ref, state, Tracker(ours, lambda i: images[i], frames, (H, W))
@@ -124,7 +125,7 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
     ours = tr.model
     feats = tr.features(0)
     torch.manual_seed(0)
-    mask = torch.randn(1, 1, SIZE, SIZE) * 5
+    mask = (torch.randn(1, 1, SIZE, SIZE) * 5).to(TEST_DEVICE)
     r_mem = ref.memory_encoder(feats.embed, mask, skip_mask_sigmoid=False)
     o_mem, o_pos = ours.memory_encoder(feats.embed, torch.sigmoid(mask))
     assert (r_mem["vision_features"] - o_mem).abs().max() <= LOGIT_ATOL
@@ -132,8 +133,8 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
 
     # two spatial memories (4 x 4 grid of 64-d tokens each) and 3 pointers split into 4 tokens each
     e = SIZE // 16
-    mem = torch.randn(2 * e * e + 12, 1, 64)
-    mem_pos = torch.randn_like(mem)
+    mem = torch.randn(2 * e * e + 12, 1, 64).to(TEST_DEVICE)
+    mem_pos = torch.randn(mem.shape).to(TEST_DEVICE)
     curr, curr_pos = feats.embed.flatten(2).permute(2, 0, 1), feats.pos.flatten(2).permute(2, 0, 1)
     r_out = ref.memory_attention(
         curr=[curr], curr_pos=[curr_pos], memory=mem, memory_pos=mem_pos, num_obj_ptr_tokens=12
@@ -142,8 +143,8 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
     assert (r_out.permute(1, 2, 0).reshape(o_out.shape) - o_out).abs().max() <= LOGIT_ATOL
 
     # the assembled memory of one frame (spatial memories + pointers + temporal encodings)
-    low = torch.randn(1, 1, SIZE // 4, SIZE // 4)
-    score = torch.tensor([[1.0]])
+    low = torch.randn(1, 1, SIZE // 4, SIZE // 4).to(TEST_DEVICE)
+    score = torch.tensor([[1.0]], device=TEST_DEVICE)
     r_feats, r_pos = ref._encode_new_memory(
         [feats.embed.flatten(2).permute(2, 0, 1)],
         [(e, e)],
@@ -155,7 +156,11 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
     assert (r_feats - o_feats).abs().max() <= LOGIT_ATOL
     assert (r_pos[0] - o_pos).abs().max() <= 1e-6
     cond = ours.condition_on_memory(
-        feats, [Memory(o_feats, o_pos, 0)], torch.randn(1, 2, 256), torch.tensor([0.0, 3.0]), 6
+        feats,
+        [Memory(o_feats, o_pos, 0)],
+        torch.randn(1, 2, 256).to(TEST_DEVICE),
+        torch.tensor([0.0, 3.0]),
+        6,
     )
     assert cond.shape == feats.embed.shape and torch.isfinite(cond).all()
 

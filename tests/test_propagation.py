@@ -2,7 +2,8 @@
 re-run only their frames, streaming to labels with cancel, seeding from labels, absent objects,
 review statistics, native-resolution windows and bad input. Random weights: these tests check
 the bookkeeping exactly (results equal to single-keyframe runs, frames computed, labels
-written); segmentation quality is checked with the trained demo model elsewhere."""
+written); segmentation quality is checked with the trained demo model elsewhere. The model and
+clip run on ``NAPARI_SAM2_TEST_DEVICE`` (default CPU; see conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import TEST_DEVICE
 from napari_sam2.engine import (
     FrameSequence,
     LabelWriter,
@@ -56,13 +58,13 @@ def make_model(score_bias: float = 2.0, seed: int = 0, image_size: int = 64) -> 
 
 @pytest.fixture(scope="module")
 def model():
-    return make_model()
+    return make_model().to(TEST_DEVICE)
 
 
 @pytest.fixture(scope="module")
 def clip():
     torch.manual_seed(3)
-    return torch.randn(12, 3, 64, 64)
+    return torch.randn(12, 3, 64, 64).to(TEST_DEVICE)
 
 
 class Counting:
@@ -102,7 +104,7 @@ def test_single_keyframe_forward_run_equals_sam2_single_pass(model, clip):
     ours = run_patches(a)
     b = Tracker(model, lambda i: clip[i], 12, (H, W))
     b.add_prompt(0, 1, prompt)
-    ref = {f: {o: v.numpy() for o, v in m.items()} for f, m in b.propagate()}
+    ref = {f: {o: v.cpu().numpy() for o, v in m.items()} for f, m in b.propagate()}
     assert list(ours) == list(ref) == list(range(12))
     for f in range(12):
         np.testing.assert_allclose(ours[f][1], ref[f][1], atol=1e-5)
@@ -123,7 +125,7 @@ def test_middle_keyframe_runs_both_ways(model, clip):
     again.add_mask(5, 1, square(20, 25))
     got = run_patches(again)
     for f in range(5):
-        np.testing.assert_allclose(got[f][1], expected[f][1].numpy(), atol=1e-5)
+        np.testing.assert_allclose(got[f][1], expected[f][1].cpu().numpy(), atol=1e-5)
 
 
 def test_two_keyframes_meet_where_the_nearer_one_decides(model, clip):
@@ -222,7 +224,7 @@ def test_seeding_from_labels_keeps_other_objects(model, clip):
 
 
 def test_absent_objects_are_empty_and_stop_after_n(clip):
-    absent_model = make_model(score_bias=-20.0)
+    absent_model = make_model(score_bias=-20.0).to(TEST_DEVICE)
     frames = Counting(clip)
     tracker = Tracker(absent_model, frames, 12, (H, W))
     tracker.add_mask(6, 1, square(20, 25))

@@ -3,7 +3,8 @@
 leaves and comes back, and native-resolution windows on large frames against whole-frame tracking.
 
 Masks are compared with the generator's ground truth; per-frame IoU is averaged over the frames
-where the truth or the prediction has the object."""
+where the truth or the prediction has the object. The model runs on ``NAPARI_SAM2_TEST_DEVICE``
+(default CPU; see conftest.py)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from conftest import TEST_DEVICE
 from napari_sam2.engine import FrameSequence, LabelWriter, Prompt, Tracker, load_model, open_image
 from napari_sam2.training.evaluate import click_point, iou
 from napari_sam2.training.synthetic import moving_blobs, nuclei_2d, nuclei_3d
@@ -24,7 +26,7 @@ HELD_OUT = 9001  # the demo recipe trains on seeds 0-63, 1000-1011 and 2000-2011
 @pytest.fixture(scope="module")
 def demo():
     torch.set_num_threads(1)  # steady on a shared machine; tiny model, small inputs
-    return load_model("demo", device="cpu")
+    return load_model("demo", device=TEST_DEVICE)
 
 
 def track_all(model, stack, window="auto", intensity=None, **run):
