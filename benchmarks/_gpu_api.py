@@ -17,8 +17,8 @@ class ApiCase:
         import numpy as np
 
         from napari_sam2 import Prompt, load_model
-        from napari_sam2.engine import synthetic
-        from napari_sam2.engine.evaluate import click_point
+        from napari_sam2.training import synthetic
+        from napari_sam2.training.evaluate import click_point
 
         shape, n, seed, radius = args.sizes["api_stack"]
         kwargs = {} if radius is None else {"radius": radius}
