@@ -33,6 +33,7 @@ squashed nor cut at tile borders.
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections import OrderedDict
 from collections.abc import Callable, Iterator, Sequence
@@ -128,6 +129,9 @@ class FrameResult:
         area: mask area in plane pixels (counted at the decoder's resolution, scaled).
         bbox: (row0, col0, row1, col1) of the mask in plane pixels (ends exclusive), None if empty.
         stopped: the frame was not computed because the object was absent for too many frames.
+        recipe: how a tracked result was computed, so that its logits and memory can be
+            recomputed exactly after they were released (None for prompted results, which are
+            never released, and for stopped frames).
     """
 
     low_res: torch.Tensor | None
@@ -139,15 +143,37 @@ class FrameResult:
     area: float = 0.0
     bbox: tuple[float, float, float, float] | None = None
     stopped: bool = False
+    recipe: Recipe | None = None
 
     @property
     def present(self) -> bool:
         return float(self.object_score.reshape(-1)[0]) > 0
 
+    @property
+    def released(self) -> bool:
+        """True when the large tensors were dropped and can be recomputed from the recipe."""
+        return self.memory is None and self.recipe is not None
+
     def release(self) -> None:
         """Drop the large tensors (mask logits and memory), keeping pointer and score."""
         self.low_res = None
         self.memory = None
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """The inputs of one tracked frame's computation (see :meth:`Tracker._restore`).
+
+    ``spatial`` holds the results whose memories were read, with their slots; ``pointers`` the
+    object pointers read, with their distances (the tensors themselves: pointers are never
+    released). ``order`` increases with every computation, so a result's inputs always have a
+    smaller order than the result.
+    """
+
+    frame: int
+    order: int
+    spatial: tuple[tuple[FrameResult, int], ...]
+    pointers: tuple[tuple[int, torch.Tensor], ...]
 
 
 @dataclass(frozen=True)
@@ -252,7 +278,7 @@ def select_memories(
     for slot in range(1, num_maskmem):
         t = frame + step * (num_maskmem - slot)
         r = track.tracked_only.get(t)
-        if r is not None and r.memory is not None and usable(t):
+        if r is not None and not r.stopped and usable(t):
             spatial.append((r, slot))
     pointers = [(abs(frame - t), r) for t, r in conds.items() if (t >= frame if reverse else t <= frame)]
     for d in range(1, min(num_frames, max_ptrs)):
@@ -279,10 +305,15 @@ class Tracker:
         feature_cache: how many frames' (or windows') image features to keep.
         retain: how many tracked frames behind the current one keep their memory and mask
             logits during propagation ("auto": ``num_maskmem - 1`` = 6, all that SAM2's memory
-            reads). Older frames keep only their object pointer (1 KB), so memory does not grow
-            with the number of frames; None keeps everything. A frame already released has no
-            logits for :meth:`frame_logits` (they were yielded when it was tracked) and gives
-            no previous-mask prompt to a later correction click.
+            reads). Older frames keep only their object pointer (1 KB) and the recipe of their
+            computation, so memory does not grow with the number of frames; None keeps everything.
+            When a later step needs a released frame (a correction click conditioned on the
+            frames before it, a pass that starts mid-sequence), its memory and logits are
+            recomputed exactly from the recipe, back to the nearest frames still held, and
+            released again after use: results equal SAM2's whatever ``retain`` is, at the cost
+            of recomputing at most the frames between the needed one and the start of the pass
+            that computed it. A value below the default makes every pass recompute. A released
+            frame has no logits for :meth:`frame_logits` (they were yielded when it was tracked).
         window: None: the model sees each whole frame, resized to S x S. An int w (multiple of
             32): each object is tracked in its own square window of at least w x w plane pixels
             around it, fed to the model at w x w (the same weights run at input size w), grown
@@ -314,6 +345,7 @@ class Tracker:
         self._features: OrderedDict[tuple, ImageFeatures] = OrderedDict()
         self._feature_cache = max(1, feature_cache)
         self._memory_pos: torch.Tensor | None = None
+        self._order = itertools.count()
         self.retain = model.config.num_maskmem - 1 if retain == "auto" else retain
         size = model.config.image_size
         if window == "auto":
@@ -467,17 +499,63 @@ class Tracker:
     # ------------------------------------------------------------------ prompts
     def _conditioned(
         self, track: Track, frame: int, feats: ImageFeatures, reverse: bool, keyframe: int | None = None
-    ) -> torch.Tensor:
+    ) -> tuple[torch.Tensor, Recipe]:
+        """``frame``'s image features conditioned on the memories SAM2 selects, and the recipe."""
         spatial, pointers = select_memories(
             track, frame, reverse, self.num_frames, self._cfg.num_maskmem, self._cfg.max_obj_ptrs, keyframe
         )
-        memories = [Memory(r.memory, self._memory_pos, slot) for r, slot in spatial]
+        recipe = Recipe(
+            frame, next(self._order), tuple(spatial), tuple((d, r.obj_ptr) for d, r in pointers)
+        )
+        return self._apply(recipe, feats), recipe
+
+    def _apply(self, recipe: Recipe, feats: ImageFeatures) -> torch.Tensor:
+        """Condition ``feats`` on the recipe's memories (recomputing released ones for the call)."""
+        restored = self._restore([r for r, _ in recipe.spatial])
+        memories = [Memory(r.memory, self._memory_pos, slot) for r, slot in recipe.spatial]
         ptrs = offsets = None
-        if pointers:
-            ptrs = torch.stack([r.obj_ptr for _, r in pointers], dim=1)  # (1, P, C)
-            offsets = torch.tensor([d for d, _ in pointers], dtype=torch.float32)
+        if recipe.pointers:
+            ptrs = torch.stack([p for _, p in recipe.pointers], dim=1)  # (1, P, C)
+            offsets = torch.tensor([d for d, _ in recipe.pointers], dtype=torch.float32)
         max_offset = min(self.num_frames, self._cfg.max_obj_ptrs) - 1
-        return self.net.condition_on_memory(feats, memories, ptrs, offsets, max_offset)
+        embed = self.net.condition_on_memory(feats, memories, ptrs, offsets, max_offset)
+        for r in restored:
+            r.release()
+        return embed
+
+    def _restore(self, results: Sequence[FrameResult]) -> list[FrameResult]:
+        """Recompute the logits and memory of the released ``results`` from their recipes, with
+        every released result those recipes read (transitively), in the order they were first
+        computed: the same inputs give the same numbers. Intermediate results are released again
+        as soon as nothing left to recompute reads them; returns the ``results`` restored (the
+        caller releases them after use)."""
+        todo: dict[int, FrameResult] = {}
+        stack = [r for r in results if r.released]
+        while stack:
+            r = stack.pop()
+            if id(r) not in todo:
+                todo[id(r)] = r
+                stack.extend(s for s, _ in r.recipe.spatial if s.released)
+        if not todo:
+            return []
+        wanted = {id(r) for r in results}
+        readers: dict[int, int] = {}
+        for r in todo.values():
+            for s, _ in r.recipe.spatial:
+                if id(s) in todo:
+                    readers[id(s)] = readers.get(id(s), 0) + 1
+        for r in sorted(todo.values(), key=lambda r: r.recipe.order):
+            feats = self.features(r.recipe.frame, r.window)
+            embed = self._apply(r.recipe, feats)  # its inputs are held: restored before it
+            out = self.net.predict_frame(embed, feats.high_res, multimask=True)
+            r.low_res = out.low_res
+            self._encode_memory(r, feats, from_clicks=False)
+            for s, _ in r.recipe.spatial:
+                if id(s) in readers:
+                    readers[id(s)] -= 1
+                    if readers[id(s)] == 0 and id(s) not in wanted:
+                        s.release()
+        return [r for r in todo.values() if id(r) in wanted]
 
     def _encode_memory(self, result: FrameResult, feats: ImageFeatures, from_clicks: bool) -> None:
         mem, pos = self.net.encode_memory(feats, result.low_res, result.object_score, from_clicks)
@@ -512,15 +590,19 @@ class Tracker:
         prev = track.result(frame)
         window = self._prompt_window(prompt, prev)
         prev_logits = None
-        if prev is not None and prev.low_res is not None and prev.window == window:
-            prev_logits = prev.low_res.clamp(-32.0, 32.0)
+        if prev is not None and prev.window == window:
+            restored = self._restore([prev])  # a released frame's logits are recomputed (as SAM2 keeps them)
+            if prev.low_res is not None:
+                prev_logits = prev.low_res.clamp(-32.0, 32.0)
+            for r in restored:
+                r.release()
         for _ in range(4):  # a window grows (at most 3 times) while the mask reaches its edge
             coords, labels = prompt_tensors(*self._prompt_geometry(prompt, window))
             feats = self.features(frame, window)
             if first_visit:
                 embed = self.net.embed_without_memory(feats)
             else:
-                embed = self._conditioned(track, frame, feats, track.reverse_at[frame])
+                embed, _ = self._conditioned(track, frame, feats, track.reverse_at[frame])
             out = self.net.predict_frame(
                 embed, feats.high_res, coords, labels, prev_logits, multimask=labels.shape[1] <= 1
             )
@@ -618,7 +700,7 @@ class Tracker:
             if not track.cond:
                 raise TrackerError(f"object {track.obj_id} has no prompt; add one or remove the object")
             for frame in track.cond:
-                track.tracked_only.pop(frame, None)
+                self._forget(track.tracked_only.pop(frame, None))
 
     def _track_frame(
         self, track: Track, frame: int, reverse: bool, keyframe: int | None = None
@@ -630,11 +712,23 @@ class Tracker:
             prev = track.cond[keyframe]
         window = self._window_around(prev.bbox if prev else None, prev.window if prev else None)
         feats = self.features(frame, window)
-        embed = self._conditioned(track, frame, feats, reverse, keyframe)
+        embed, recipe = self._conditioned(track, frame, feats, reverse, keyframe)
         out = self.net.predict_frame(embed, feats.high_res, multimask=True)
         result = self._result(out, window)
+        result.recipe = recipe
         self._encode_memory(result, feats, from_clicks=False)
         return result
+
+    def _store(self, track: Track, frame: int, result: FrameResult) -> None:
+        """Make ``result`` the tracked result of ``frame``, releasing the one it replaces."""
+        self._forget(track.tracked_only.get(frame))
+        track.tracked_only[frame] = result
+
+    def _forget(self, result: FrameResult | None) -> None:
+        """A tracked result is superseded: later steps read it only through recipes, which can
+        recompute it, so its large tensors go (unless everything is retained)."""
+        if result is not None and result.recipe is not None and self.retain is not None:
+            result.release()
 
     def _release_behind(self, track: Track, frame: int, reverse: bool) -> None:
         if self.retain is not None:  # the frame leaving SAM2's memory window
@@ -663,7 +757,7 @@ class Tracker:
         for frame in order:
             for track in self.tracks.values():
                 if frame not in track.cond:
-                    track.tracked_only[frame] = self._track_frame(track, frame, reverse)
+                    self._store(track, frame, self._track_frame(track, frame, reverse))
                 track.reverse_at[frame] = reverse
                 self._release_behind(track, frame, reverse)
             yield frame, self.frame_logits(frame)
@@ -718,7 +812,7 @@ class Tracker:
                 else:
                     result = self._track_frame(track, frame, reverse, keyframe=k)
                     absent[run_key] = 0 if result.present else absent.get(run_key, 0) + 1
-                track.tracked_only[frame] = result
+                self._store(track, frame, result)
                 track.owner[frame] = k
                 track.reverse_at[frame] = reverse
                 stash.setdefault(frame, {})[track.obj_id] = (result.low_res, result.window)
