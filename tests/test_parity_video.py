@@ -239,7 +239,9 @@ def test_correction_after_memory_was_released_matches_reference(tmp_path, retain
     forward from 4. Released memories are recomputed when a later step needs them, so the answers
     equal the reference's (which keeps everything) while RAM stays bounded by ``retain``."""
     frames = 9
-    ref = build_reference("sam2.1_hiera_tiny", SIZE, seed=1, video=True, add_all_frames_to_correct_as_cond=True)
+    ref = build_reference(
+        "sam2.1_hiera_tiny", SIZE, seed=1, video=True, add_all_frames_to_correct_as_cond=True
+    )
     ours = ours_from(ref, tmp_path / "w.pt", "sam2.1_hiera_tiny", SIZE)
     st = ref.init_state(str(write_clip(tmp_path / "clip", frames)))
     images = st["images"]
@@ -262,7 +264,12 @@ def test_correction_after_memory_was_released_matches_reference(tmp_path, retain
     both()
     assert tr.tracks[1].tracked_only[1].memory is None  # released behind the pass: RAM stays bounded
     _, ids, m = ref.add_new_points_or_box(
-        st, 7, 1, points=np.array([[48, 30]], np.float32), labels=np.array([0], np.int32), clear_old_points=False
+        st,
+        7,
+        1,
+        points=np.array([[48, 30]], np.float32),
+        labels=np.array([0], np.int32),
+        clear_old_points=False,
     )
     assert_frame_equal(m, ids, tr.add_prompt(7, 1, Prompt(points=[[30, 48]], labels=[0]), clear=False))
     assert tr.tracks[1].tracked_only[1].memory is None  # recomputed for the correction, then released again

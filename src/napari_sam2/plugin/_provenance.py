@@ -111,8 +111,8 @@ def session_record(widget: Sam2Widget) -> tuple[ProvenanceRecord, list[str]]:
         propagation = {
             "axis": axis,
             "fixed": fixed,
-            "tracker_window": "auto",
-            "max_window": None,
+            "crop": "auto",
+            "max_crop": None,
             "stop_after_absent": None,
         }  # the widget's tracker settings (the engine's defaults)
     else:

@@ -25,8 +25,8 @@ from Meta's video predictor, each covered by a test:
 * The temporal encoding of object pointers divides by ``max(min(num_frames, 16) - 1, 1)``, so
   a one-frame sequence does not produce NaN.
 
-Frames larger than the model input are tracked at native resolution in a square *window* per
-object (``Tracker(window=...)``): centred on the object's mask in the previous frame, re-centred
+Frames larger than the model input are tracked at native resolution in a square *crop* per
+object (``Tracker(crop=...)``): centred on the object's mask in the previous frame, re-centred
 every frame and grown when the object grows, so a small object on a large plane is neither
 squashed nor cut at tile borders.
 
@@ -43,7 +43,7 @@ conditioning, release and recomputation), :mod:`.crop` (crop geometry), :mod:`.s
 """
 
 from .core import Tracker
-from .crop import Window
+from .crop import Crop
 from .memory import select_memories
 from .review import FrameStats
 from .state import MEMORY_DTYPE as MEMORY_DTYPE  # module names that importers of tracker.py used
@@ -60,7 +60,7 @@ from .state import Progress as Progress
 
 __all__ = [
     "TrackerError",
-    "Window",
+    "Crop",
     "FrameResult",
     "FrameStats",
     "Recipe",

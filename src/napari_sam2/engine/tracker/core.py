@@ -15,7 +15,7 @@ from ...model._layers import resize_bilinear
 from ...model.sam2_model import NO_OBJECT_LOGIT
 from ..labels import MaskPatch, seed_objects
 from ..prompts import Prompt, PromptError, prompt_tensors
-from .crop import Window, cut, grown, touches_border, window_around
+from .crop import Crop, crop_around, cut, grown, touches_border
 from .memory import MemoryMixin
 from .review import FrameStats, drift_frames, frame_stats
 from .schedule import ScheduleMixin
@@ -28,12 +28,12 @@ class Tracker(MemoryMixin, ScheduleMixin):
     Args:
         model: a :class:`Sam2Model` (on its compute device, in eval mode).
         frames: ``frames(i)`` returns frame i as a normalised model input (3, S, S). For
-            window tracking it must also have ``frames.crop(i, window, size)`` returning the
-            window as a (3, size, size) model input (a
+            crop tracking it must also have ``frames.crop(i, crop, size)`` returning the
+            crop as a (3, size, size) model input (a
             :class:`~napari_sam2.engine.frames.FrameSequence` has both).
         num_frames: length of the sequence.
         frame_hw: (H, W) of the original frames: prompts are given and masks returned at it.
-        feature_cache: how many frames' (or windows') image features to keep.
+        feature_cache: how many frames' (or crops') image features to keep.
         retain: how many tracked frames behind the current one keep their memory and mask
             logits during propagation ("auto": ``num_maskmem - 1`` = 6, all that SAM2's memory
             reads). Older frames keep only their object pointer (1 KB) and the recipe of their
@@ -45,14 +45,14 @@ class Tracker(MemoryMixin, ScheduleMixin):
             of recomputing at most the frames between the needed one and the start of the pass
             that computed it. A value below the default makes every pass recompute. A released
             frame has no logits for :meth:`frame_logits` (they were yielded when it was tracked).
-        window: None: the model sees each whole frame, resized to S x S. An int w (multiple of
-            32): each object is tracked in its own square window of at least w x w plane pixels
+        crop: None: the model sees each whole frame, resized to S x S. An int w (multiple of
+            32): each object is tracked in its own square crop of at least w x w plane pixels
             around it, fed to the model at w x w (the same weights run at input size w), grown
             to twice the object's extent when the object is larger (then resized to w). "auto"
             (default): None when the frame fits the model input (max(H, W) <= S), else S.
-        max_window: the largest side a window may grow to, in plane pixels (None: no limit
+        max_crop: the largest side a crop may grow to, in plane pixels (None: no limit
             beyond covering the frame). Bounds the time and memory per frame for objects that
-            grow (or masks that leak); larger objects are cut at the window's edge.
+            grow (or masks that leak); larger objects are cut at the crop's edge.
     """
 
     def __init__(
@@ -63,8 +63,8 @@ class Tracker(MemoryMixin, ScheduleMixin):
         frame_hw: tuple[int, int],
         feature_cache: int = 2,
         retain: int | str | None = "auto",
-        window: int | str | None = "auto",
-        max_window: int | None = None,
+        crop: int | str | None = "auto",
+        max_crop: int | None = None,
     ) -> None:
         if num_frames < 1:
             raise TrackerError("a sequence needs at least one frame")
@@ -79,23 +79,21 @@ class Tracker(MemoryMixin, ScheduleMixin):
         self._order = itertools.count()
         self.retain = model.config.num_maskmem - 1 if retain == "auto" else retain
         size = model.config.image_size
-        if window == "auto":
-            window = None if max(self.frame_hw) <= size else size
-        if window is not None:
-            if isinstance(window, bool) or not isinstance(window, int) or window <= 0 or window % 32:
-                raise TrackerError(
-                    f"window must be None, 'auto' or a positive multiple of 32, got {window!r}"
-                )
+        if crop == "auto":
+            crop = None if max(self.frame_hw) <= size else size
+        if crop is not None:
+            if isinstance(crop, bool) or not isinstance(crop, int) or crop <= 0 or crop % 32:
+                raise TrackerError(f"crop must be None, 'auto' or a positive multiple of 32, got {crop!r}")
             if not callable(getattr(frames, "crop", None)):
                 raise TrackerError(
-                    "window tracking needs frames with a crop(i, window, size) method, such as a FrameSequence; "
-                    "pass window=None to track whole frames"
+                    "crop tracking needs frames with a crop(i, crop, size) method, such as a FrameSequence; "
+                    "pass crop=None to track whole frames"
                 )
-        if max_window is not None and window is not None and max_window < window:
-            raise TrackerError(f"max_window ({max_window}) must be at least the window ({window})")
-        self.window = window
-        self.max_window = max_window
-        self.net = model if window is None else model.with_image_size(window)
+        if max_crop is not None and crop is not None and max_crop < crop:
+            raise TrackerError(f"max_crop ({max_crop}) must be at least the crop ({crop})")
+        self.crop_size = crop
+        self.max_crop = max_crop
+        self.net = model if crop is None else model.with_image_size(crop)
 
     # ------------------------------------------------------------------ frames and features
     @property
@@ -113,38 +111,38 @@ class Tracker(MemoryMixin, ScheduleMixin):
             raise TrackerError(f"object ids are positive ints, got {obj_id!r}")
         return self.tracks.setdefault(int(obj_id), Track(int(obj_id)))
 
-    def features(self, frame: int, window: Window | None = None) -> ImageFeatures:
-        """Image features of ``frame`` (or of a window of it), from the small cache or freshly encoded."""
-        key = (frame, window)
+    def features(self, frame: int, crop: Crop | None = None) -> ImageFeatures:
+        """Image features of ``frame`` (or of a crop of it), from the small cache or freshly encoded."""
+        key = (frame, crop)
         if key in self._features:
             self._features.move_to_end(key)
             return self._features[key]
-        if window is None or self.window is None:
+        if crop is None or self.crop_size is None:
             image = self.frames(frame)
         else:
-            image = self.frames.crop(frame, window, self._cfg.image_size)
+            image = self.frames.crop(frame, crop, self._cfg.image_size)
         feats = self.net.encode_image(image.to(self.net.device, self.net.dtype).unsqueeze(0))
         self._features[key] = feats
         while len(self._features) > self._feature_cache:
             self._features.popitem(last=False)
         return feats
 
-    def _window_around(
-        self, box: tuple[float, float, float, float] | None, base: Window | None = None
-    ) -> Window | None:
-        """The window for a mask with bounding box ``box`` (see :func:`.crop.window_around`);
+    def _crop_around(
+        self, box: tuple[float, float, float, float] | None, base: Crop | None = None
+    ) -> Crop | None:
+        """The crop for a mask with bounding box ``box`` (see :func:`.crop.crop_around`);
         None when whole frames are tracked."""
-        if self.window is None:
+        if self.crop_size is None:
             return None
-        return window_around(box, self.frame_hw, self.window, self.max_window, base)
+        return crop_around(box, self.frame_hw, self.crop_size, self.max_crop, base)
 
     # ------------------------------------------------------------------ results
-    def _result(self, out, window: Window | None) -> FrameResult:
+    def _result(self, out, crop: Crop | None) -> FrameResult:
         """A FrameResult from a model output, with its area and bounding box in plane pixels."""
         low_res = out.low_res
-        win = window or Window(0, 0, *self.frame_hw)
+        where = crop or Crop(0, 0, *self.frame_hw)
         n = low_res.shape[-1]
-        sy, sx = win.height / n, win.width / n
+        sy, sx = where.height / n, where.width / n
         inside = low_res[0, 0] > 0
         area = float(inside.sum()) * sy * sx
         bbox = None
@@ -152,28 +150,26 @@ class Tracker(MemoryMixin, ScheduleMixin):
             rows = torch.nonzero(inside.any(dim=1)).flatten()
             cols = torch.nonzero(inside.any(dim=0)).flatten()
             bbox = (
-                max(win.row0 + float(rows[0]) * sy, 0.0),
-                max(win.col0 + float(cols[0]) * sx, 0.0),
-                min(win.row0 + float(rows[-1] + 1) * sy, self.frame_hw[0]),
-                min(win.col0 + float(cols[-1] + 1) * sx, self.frame_hw[1]),
+                max(where.row0 + float(rows[0]) * sy, 0.0),
+                max(where.col0 + float(cols[0]) * sx, 0.0),
+                min(where.row0 + float(rows[-1] + 1) * sy, self.frame_hw[0]),
+                min(where.col0 + float(cols[-1] + 1) * sx, self.frame_hw[1]),
             )
         iou = float(out.iou.reshape(-1)[0])
-        return FrameResult(
-            low_res, out.obj_ptr, out.object_score, window=window, iou=iou, area=area, bbox=bbox
-        )
+        return FrameResult(low_res, out.obj_ptr, out.object_score, crop=crop, iou=iou, area=area, bbox=bbox)
 
-    def _patch(self, low_res: torch.Tensor | None, window: Window | None) -> MaskPatch:
-        """Logits of one result at plane resolution over its window."""
+    def _patch(self, low_res: torch.Tensor | None, crop: Crop | None) -> MaskPatch:
+        """Logits of one result at plane resolution over its crop."""
         if low_res is None or bool((low_res <= NO_OBJECT_LOGIT).all()):
             return MaskPatch.empty()
-        win = window or Window(0, 0, *self.frame_hw)
-        logits = resize_bilinear(low_res, win.hw)[0, 0]
-        return MaskPatch(logits.float().cpu().numpy(), (win.row0, win.col0))
+        crop = crop or Crop(0, 0, *self.frame_hw)
+        logits = resize_bilinear(low_res, crop.hw)[0, 0]
+        return MaskPatch(logits.float().cpu().numpy(), (crop.row0, crop.col0))
 
     def _to_frame_res(self, result: FrameResult) -> torch.Tensor:
-        if result.window is None:
+        if result.crop is None:
             return resize_bilinear(result.low_res, self.frame_hw)[0, 0]
-        full = self._patch(result.low_res, result.window).full(self.frame_hw, fill=NO_OBJECT_LOGIT)
+        full = self._patch(result.low_res, result.crop).full(self.frame_hw, fill=NO_OBJECT_LOGIT)
         return torch.from_numpy(full)
 
     def frame_logits(self, frame: int) -> dict[int, torch.Tensor]:
@@ -211,17 +207,17 @@ class Tracker(MemoryMixin, ScheduleMixin):
 
         first_visit = frame not in track.reverse_at
         prev = track.result(frame)
-        window = self._prompt_window(prompt, prev)
+        crop = self._prompt_crop(prompt, prev)
         prev_logits = None
-        if prev is not None and prev.window == window:
+        if prev is not None and prev.crop == crop:
             restored = self._restore([prev])  # a released frame's logits are recomputed (as SAM2 keeps them)
             if prev.low_res is not None:
                 prev_logits = prev.low_res.clamp(-32.0, 32.0)
             for r in restored:
                 r.release()
-        for _ in range(4):  # a window grows (at most 3 times) while the mask reaches its edge
-            coords, labels = prompt_tensors(*self._prompt_geometry(prompt, window))
-            feats = self.features(frame, window)
+        for _ in range(4):  # a crop grows (at most 3 times) while the mask reaches its edge
+            coords, labels = prompt_tensors(*self._prompt_geometry(prompt, crop))
+            feats = self.features(frame, crop)
             if first_visit:
                 embed = self.net.embed_without_memory(feats)
             else:
@@ -229,39 +225,37 @@ class Tracker(MemoryMixin, ScheduleMixin):
             out = self.net.predict_frame(
                 embed, feats.high_res, coords, labels, prev_logits, multimask=labels.shape[1] <= 1
             )
-            result = self._result(out, window)
+            result = self._result(out, crop)
             bigger = None
-            if window is not None and touches_border(
-                window, result.bbox, self.frame_hw, self._cfg.low_res_size
-            ):
-                bigger = grown(window, self.frame_hw, self.max_window)
+            if crop is not None and touches_border(crop, result.bbox, self.frame_hw, self._cfg.low_res_size):
+                bigger = grown(crop, self.frame_hw, self.max_crop)
             if bigger is None:
                 break
-            window, prev_logits = bigger, None
+            crop, prev_logits = bigger, None
         track.pending[frame] = result
         return self.frame_logits(frame)
 
-    def _prompt_geometry(self, prompt: Prompt, window: Window | None) -> tuple:
-        if window is None:
+    def _prompt_geometry(self, prompt: Prompt, crop: Crop | None) -> tuple:
+        if crop is None:
             return prompt, self.frame_hw, self._cfg.image_size, self.net.device
-        return prompt, window.hw, self._cfg.image_size, self.net.device, (window.row0, window.col0)
+        return prompt, crop.hw, self._cfg.image_size, self.net.device, (crop.row0, crop.col0)
 
-    def _prompt_window(self, prompt: Prompt, prev: FrameResult | None) -> Window | None:
-        if self.window is None:
+    def _prompt_crop(self, prompt: Prompt, prev: FrameResult | None) -> Crop | None:
+        if self.crop_size is None:
             return None
         coords = (
             np.concatenate([prompt.points, np.asarray(prompt.box).reshape(-1, 2)])
             if prompt.box
             else prompt.points
         )
-        if prev is not None and prev.window is not None and prev.window.contains(coords):
-            return prev.window
+        if prev is not None and prev.crop is not None and prev.crop.contains(coords):
+            return prev.crop
         positive = prompt.points[prompt.labels == 1]
         anchor = (
             np.asarray(prompt.box).reshape(2, 2) if prompt.box else (positive if len(positive) else coords)
         )
         (r0, c0), (r1, c1) = anchor.min(axis=0), anchor.max(axis=0)
-        return self._window_around((r0, c0, r1, c1))
+        return self._crop_around((r0, c0, r1, c1))
 
     @torch.inference_mode()
     def add_mask(self, frame: int, obj_id: int, mask: np.ndarray | torch.Tensor) -> dict[int, torch.Tensor]:
@@ -276,20 +270,20 @@ class Tracker(MemoryMixin, ScheduleMixin):
                 "give a mask of the frame's size"
             )
         m = m.astype(bool)
-        window = None
-        if self.window is not None:
+        crop = None
+        if self.crop_size is not None:
             rows, cols = np.nonzero(m.any(axis=1))[0], np.nonzero(m.any(axis=0))[0]
             box = (rows[0], cols[0], rows[-1] + 1, cols[-1] + 1) if len(rows) else None
-            window = self._window_around(box)
-            m = cut(m, window)
+            crop = self._crop_around(box)
+            m = cut(m, crop)
         s = self._cfg.image_size
         t = torch.from_numpy(m).to(self.net.device).float()[None, None]
         if tuple(t.shape[-2:]) != (s, s):
             t = (resize_bilinear(t, s, antialias=True) >= 0.5).float()
         track = self._track(obj_id)
         track.prompts.pop(frame, None)
-        out = self.net.predict_from_mask(self.features(frame, window), t)
-        track.pending[frame] = self._result(out, window)
+        out = self.net.predict_from_mask(self.features(frame, crop), t)
+        track.pending[frame] = self._result(out, crop)
         return self.frame_logits(frame)
 
     def seed_from_labels(self, labels, index: tuple[int, ...], frame: int) -> list[int]:

@@ -8,13 +8,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["Window", "window_around", "grown", "touches_border", "cut"]
+__all__ = ["Crop", "crop_around", "grown", "touches_border", "cut"]
 
 
 @dataclass(frozen=True)
-class Window:
+class Crop:
     """The part of a frame the model sees for one object: plane pixels [row0, row0 + height) x
-    [col0, col0 + width). It may reach past the plane (the outside is padded with the window's
+    [col0, col0 + width). It may reach past the plane (the outside is padded with the crop's
     low value, i.e. black)."""
 
     row0: int
@@ -27,7 +27,7 @@ class Window:
         return self.height, self.width
 
     def inside(self, plane_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-        """The part of the window within a plane of ``plane_hw`` pixels: (row0, col0, row1, col1),
+        """The part of the crop within a plane of ``plane_hw`` pixels: (row0, col0, row1, col1),
         ends exclusive (row1 <= row0 or col1 <= col0 when they do not overlap)."""
         return (
             max(self.row0, 0),
@@ -37,7 +37,7 @@ class Window:
         )
 
     def padded(self, part: np.ndarray, plane_hw: tuple[int, int]) -> np.ndarray:
-        """A window-sized array of zeros with ``part`` (the plane's pixels at :meth:`inside`, with
+        """A crop-sized array of zeros with ``part`` (the plane's pixels at :meth:`inside`, with
         any trailing channel axis) in its place."""
         r0, c0, r1, c1 = self.inside(plane_hw)
         out = np.zeros((self.height, self.width, *part.shape[2:]), part.dtype)
@@ -45,21 +45,21 @@ class Window:
         return out
 
     def contains(self, rc: np.ndarray) -> bool:
-        """True if every (row, col) of ``rc`` (N, 2) lies inside the window."""
+        """True if every (row, col) of ``rc`` (N, 2) lies inside the crop."""
         rc = np.asarray(rc, dtype=np.float64).reshape(-1, 2)
         rows_ok = (rc[:, 0] >= self.row0) & (rc[:, 0] <= self.row0 + self.height - 1)
         cols_ok = (rc[:, 1] >= self.col0) & (rc[:, 1] <= self.col0 + self.width - 1)
         return bool((rows_ok & cols_ok).all())
 
 
-def window_around(
+def crop_around(
     box: tuple[float, float, float, float] | None,
     frame_hw: tuple[int, int],
     side: int,
     max_side: int | None = None,
-    base: Window | None = None,
-) -> Window:
-    """A square window centred on ``box`` (row0, col0, row1, col1), at least ``side`` wide and twice
+    base: Crop | None = None,
+) -> Crop:
+    """A square crop centred on ``box`` (row0, col0, row1, col1), at least ``side`` wide and twice
     the box's extent (at most ``max_side``); ``base`` (or the plane's centre) when there is no box."""
     if box is None:
         if base is not None:
@@ -70,39 +70,39 @@ def window_around(
     size = max(side, math.ceil(2 * max(r1 - r0, c1 - c0)))
     if max_side is not None:
         size = min(size, max_side)
-    return Window(
+    return Crop(
         _place((r0 + r1) / 2, size, frame_hw[0]), _place((c0 + c1) / 2, size, frame_hw[1]), size, size
     )
 
 
-def grown(window: Window, frame_hw: tuple[int, int], max_side: int | None = None) -> Window | None:
-    """The window twice as large around the same centre, or None if it already covers the plane
+def grown(crop: Crop, frame_hw: tuple[int, int], max_side: int | None = None) -> Crop | None:
+    """The crop twice as large around the same centre, or None if it already covers the plane
     or would exceed ``max_side``."""
     if (
-        window.row0 <= 0
-        and window.col0 <= 0
-        and window.row0 + window.height >= frame_hw[0]
-        and (window.col0 + window.width >= frame_hw[1])
+        crop.row0 <= 0
+        and crop.col0 <= 0
+        and crop.row0 + crop.height >= frame_hw[0]
+        and (crop.col0 + crop.width >= frame_hw[1])
     ):
         return None
-    cr, cc = window.row0 + window.height / 2, window.col0 + window.width / 2
-    side = 2 * window.height
+    cr, cc = crop.row0 + crop.height / 2, crop.col0 + crop.width / 2
+    side = 2 * crop.height
     if max_side is not None and side > max_side:
         return None
-    return Window(_place(cr, side, frame_hw[0]), _place(cc, side, frame_hw[1]), side, side)
+    return Crop(_place(cr, side, frame_hw[0]), _place(cc, side, frame_hw[1]), side, side)
 
 
 def touches_border(
-    window: Window | None,
+    crop: Crop | None,
     bbox: tuple[float, float, float, float] | None,
     frame_hw: tuple[int, int],
     low_res_size: int,
 ) -> bool:
     """True if a mask with bounding box ``bbox`` (row0, col0, row1, col1) reaches an edge of its
-    window that lies inside the plane (within one cell of the ``low_res_size`` mask grid)."""
-    if window is None or bbox is None:
+    crop that lies inside the plane (within one cell of the ``low_res_size`` mask grid)."""
+    if crop is None or bbox is None:
         return False
-    w, (r0, c0, r1, c1) = window, bbox
+    w, (r0, c0, r1, c1) = crop, bbox
     cell = w.height / low_res_size
     return (
         (r0 <= w.row0 + cell and w.row0 > 0)
@@ -113,13 +113,13 @@ def touches_border(
 
 
 def _place(centre: float, side: int, n: int) -> int:
-    """Start of a window of ``side`` pixels centred on ``centre``, kept inside 0..n when it fits."""
+    """Start of a crop of ``side`` pixels centred on ``centre``, kept inside 0..n when it fits."""
     if side >= n:
         return (n - side) // 2
     return int(min(max(round(centre - side / 2), 0), n - side))
 
 
-def cut(mask: np.ndarray, window: Window) -> np.ndarray:
-    """The window's part of a plane-sized array, zero-padded where the window leaves the plane."""
-    r0, c0, r1, c1 = window.inside(mask.shape)
-    return window.padded(mask[r0:r1, c0:c1], mask.shape)
+def cut(mask: np.ndarray, crop: Crop) -> np.ndarray:
+    """The crop's part of a plane-sized array, zero-padded where the crop leaves the plane."""
+    r0, c0, r1, c1 = crop.inside(mask.shape)
+    return crop.padded(mask[r0:r1, c0:c1], mask.shape)

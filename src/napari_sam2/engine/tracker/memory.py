@@ -110,7 +110,7 @@ class MemoryMixin:
                 if id(s) in todo:
                     readers[id(s)] = readers.get(id(s), 0) + 1
         for r in sorted(todo.values(), key=lambda r: r.recipe.order):
-            feats = self.features(r.recipe.frame, r.window)
+            feats = self.features(r.recipe.frame, r.crop)
             embed = self._apply(r.recipe, feats)  # its inputs are held: restored before it
             out = self.net.predict_frame(embed, feats.high_res, multimask=True)
             r.low_res = out.low_res
@@ -140,7 +140,7 @@ class MemoryMixin:
             result.release()
 
     def _release_behind(self, track: Track, frame: int, reverse: bool) -> None:
-        if self.retain is not None:  # the frame leaving SAM2's memory window
+        if self.retain is not None:  # the frame leaving retained range
             old = track.tracked_only.get(frame + (1 if reverse else -1) * (self.retain + 1))
             if old is not None:
                 old.release()

@@ -23,7 +23,7 @@ class ScheduleMixin:
         for track in self.tracks.values():
             for frame, result in track.pending.items():
                 if result.memory is None:
-                    self._encode_memory(result, self.features(frame, result.window), from_clicks=True)
+                    self._encode_memory(result, self.features(frame, result.crop), from_clicks=True)
                 track.cond[frame] = result
                 track.stale.add(frame)
             track.pending.clear()
@@ -40,11 +40,11 @@ class ScheduleMixin:
         prev = track.result(frame + step)
         if prev is None and keyframe is not None:
             prev = track.cond[keyframe]
-        window = self._window_around(prev.bbox if prev else None, prev.window if prev else None)
-        feats = self.features(frame, window)
+        crop = self._crop_around(prev.bbox if prev else None, prev.crop if prev else None)
+        feats = self.features(frame, crop)
         embed, recipe = self._conditioned(track, frame, feats, reverse, keyframe)
         out = self.net.predict_frame(embed, feats.high_res, multimask=True)
-        result = self._result(out, window)
+        result = self._result(out, crop)
         result.recipe = recipe
         self._encode_memory(result, feats, from_clicks=False)
         return result
@@ -117,7 +117,7 @@ class ScheduleMixin:
                         None,
                         self.net.no_obj_ptr.detach(),
                         torch.full((1, 1), NO_OBJECT_LOGIT),
-                        window=prev.window if prev else None,
+                        crop=prev.crop if prev else None,
                         iou=0.0,
                         stopped=True,
                     )
@@ -127,7 +127,7 @@ class ScheduleMixin:
                 self._store(track, frame, result)
                 track.owner[frame] = k
                 track.reverse_at[frame] = reverse
-                stash.setdefault(frame, {})[track.obj_id] = (result.low_res, result.window)
+                stash.setdefault(frame, {})[track.obj_id] = (result.low_res, result.crop)
                 self._release_behind(track, frame, reverse)
 
         def finished(frame: int) -> tuple[int, dict[int, MaskPatch]]:
@@ -144,7 +144,7 @@ class ScheduleMixin:
             for track, k in keys.get(frame, []):
                 track.owner[frame] = k
                 r = track.cond[k]
-                stash.setdefault(frame, {})[track.obj_id] = (r.low_res, r.window)
+                stash.setdefault(frame, {})[track.obj_id] = (r.low_res, r.crop)
             compute(frame, False, forward.get(frame, []))
             if frame not in backward:
                 yield finished(frame)

@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 import torch
 
 from ..prompts import Prompt
-from .crop import Window
+from .crop import Crop
 
 MEMORY_DTYPE = torch.bfloat16
 """Stored memories are rounded to bfloat16, as in SAM2 (half the RAM; part of its numerics)."""
@@ -27,14 +27,14 @@ class FrameResult:
     """One object's result on one frame.
 
     Attributes:
-        low_res: mask logits at the decoder's resolution (1, 1, S/4, S/4) over ``window``,
-            float32; None once released (the frame fell out of the retained window and was
+        low_res: mask logits at the decoder's resolution (1, 1, S/4, S/4) over ``crop``,
+            float32; None once released (the frame fell out of the retained range and was
             already yielded) or for a frame skipped after the object was absent too long.
         obj_ptr: object pointer (1, C). object_score: presence logit (1, 1). Both are small and
             always kept.
         memory: memory features (1, mem_dim, S/16, S/16) in :data:`MEMORY_DTYPE`, or None
             until encoded or once released.
-        window: where ``low_res`` lies on the frame.
+        crop: where ``low_res`` lies on the frame.
         iou: the decoder's predicted IoU of the chosen mask.
         area: mask area in plane pixels (counted at the decoder's resolution, scaled).
         bbox: (row0, col0, row1, col1) of the mask in plane pixels (ends exclusive), None if empty.
@@ -48,12 +48,12 @@ class FrameResult:
     obj_ptr: torch.Tensor
     object_score: torch.Tensor
     memory: torch.Tensor | None = None
-    window: Window | None = None
+    crop: Crop | None = None
     iou: float = 1.0
     area: float = 0.0
     bbox: tuple[float, float, float, float] | None = None
     stopped: bool = False
-    recipe: Recipe | None = None
+    recipe: Recipe | None = field(default=None, repr=False, compare=False)  # a chain of results
 
     @property
     def present(self) -> bool:
@@ -75,7 +75,7 @@ class FrameResult:
         self.memory = None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Recipe:
     """The inputs of one tracked frame's computation (see :meth:`Tracker._restore`).
 
