@@ -7,8 +7,8 @@ Cases (each side by side in one process, same seeded random weights, same frames
    the masks are compared (max logit difference, and whether every mask is identical).
 2. ``microscopy``: 2048 x 2048 frames with three small moving discs, sam2.1 tiny at 1024. The
    reference squashes every frame to 1024 x 1024; ours tracks each object at native resolution in
-   a window of 256 x 256 pixels that follows it (``Tracker(window=256)``). With random weights
-   the masks are not meaningful, so windows are capped at 256 (``max_window``) to time the mode
+   a crop of 256 x 256 pixels that follows it (``Tracker(crop=256)``). With random weights
+   the masks are not meaningful, so crops are capped at 256 (``max_crop``) to time the mode
    itself; results are not compared (they differ by design: other pixels, another input size).
 
 Timing order is ref, ours, ours, ref (ABBA), with one torch thread by default: on a 2-core machine
@@ -103,7 +103,7 @@ def whole_frame_case(size: int, n: int, tmp: Path) -> dict:
         t_ref, t_ours, ref_out, ours_out = abba(
             lambda: time_ref(ref, state, prompts),
             lambda: time_ours(
-                lambda: Tracker(model, lambda i: images[i], n, (size, size), window=None), prompts
+                lambda: Tracker(model, lambda i: images[i], n, (size, size), crop=None), prompts
             ),
         )
     diff = max(float((ref_out[t][0] - torch.from_numpy(ours_out[t][1])).abs().max()) for t in ref_out)
@@ -131,7 +131,7 @@ def microscopy_case(n: int, tmp: Path) -> dict:
         t_ref, t_ours, _, _ = abba(
             lambda: time_ref(ref, state, prompts),
             lambda: time_ours(
-                lambda: Tracker(model, seq, n, seq.frame_hw, window=256, max_window=256), prompts
+                lambda: Tracker(model, seq, n, seq.frame_hw, crop=256, max_crop=256), prompts
             ),
         )
     return {"case": "microscopy 2048, 3 objects, window 256", "frames": n, "ref_s": t_ref, "ours_s": t_ours}

@@ -234,3 +234,52 @@ def test_one_frame_sam21_correction_gives_no_nan(tmp_path):
     assert torch.isnan(st["temp_output_dict_per_obj"][0]["cond_frame_outputs"][0]["obj_ptr"]).all()
     assert torch.isfinite(o_mask).all() and torch.isfinite(tr.tracks[1].pending[0].obj_ptr).all()
     assert (o_mask > 0).any()
+
+
+@pytest.mark.parametrize("retain", ["auto", 2])
+def test_correction_after_memory_was_released_matches_reference(tmp_path, retain):
+    """Issue 24.1: 9 frames, object 1 clicked and object 2 boxed on frame 0, a forward pass (which
+    releases frame 1's memory at frame 8 with the default ``retain``), a negative correction on
+    frame 7 (conditioned on frames 1-6, as SAM2 does), then forward from 0, reverse from 7 and
+    forward from 4. Released memories are recomputed when a later step needs them, so the answers
+    equal the reference's (which keeps everything) while RAM stays bounded by ``retain``."""
+    frames = 9
+    ref = build_reference(
+        "sam2.1_hiera_tiny", SIZE, seed=1, video=True, add_all_frames_to_correct_as_cond=True
+    )
+    ours = ours_from(ref, tmp_path / "w.pt", "sam2.1_hiera_tiny", SIZE)
+    st = ref.init_state(str(write_clip(tmp_path / "clip", frames)))
+    images = st["images"]
+    tr = Tracker(ours, lambda i: images[i], frames, (H, W), retain=retain)
+
+    _, ids, m = ref.add_new_points_or_box(
+        st, 0, 1, points=np.array([[20, 30]], np.float32), labels=np.array([1], np.int32)
+    )
+    assert_frame_equal(m, ids, tr.add_prompt(0, 1, Prompt(points=[[30, 20]], labels=[1])))
+    _, ids, m = ref.add_new_points_or_box(st, 0, 2, box=np.array([5, 15, 35, 45], np.float32))
+    assert_frame_equal(m, ids, tr.add_prompt(0, 2, Prompt(box=(15, 5, 45, 35))))
+
+    def both(**kw):
+        r = {t: (i, m) for t, i, m in ref.propagate_in_video(st, **kw)}
+        o = dict(tr.propagate(start=kw.get("start_frame_idx"), reverse=kw.get("reverse", False)))
+        assert list(r) == list(o)
+        for t, (i, m) in r.items():
+            assert_frame_equal(m, i, o[t])
+
+    both()
+    assert tr.tracks[1].tracked_only[1].memory is None  # released behind the pass: RAM stays bounded
+    _, ids, m = ref.add_new_points_or_box(
+        st,
+        7,
+        1,
+        points=np.array([[48, 30]], np.float32),
+        labels=np.array([0], np.int32),
+        clear_old_points=False,
+    )
+    assert_frame_equal(m, ids, tr.add_prompt(7, 1, Prompt(points=[[30, 48]], labels=[0]), clear=False))
+    assert tr.tracks[1].tracked_only[1].memory is None  # recomputed for the correction, then released again
+    both(start_frame_idx=0)
+    both(start_frame_idx=7, reverse=True)
+    both(start_frame_idx=4)  # a pass that starts mid-sequence reads memories from the previous pass
+    kept = [t for t, r in tr.tracks[1].tracked_only.items() if r.memory is not None]
+    assert len(kept) <= tr.retain + 1

@@ -1,6 +1,6 @@
 """Keyframe runs of the tracker: both directions, the nearer-keyframe rule, corrections that
 re-run only their frames, streaming to labels with cancel, seeding from labels, absent objects,
-review statistics, native-resolution windows and bad input. Random weights: these tests check
+review statistics, native-resolution crops and bad input. Random weights: these tests check
 the bookkeeping exactly (results equal to single-keyframe runs, frames computed, labels
 written); segmentation quality is checked with the trained demo model elsewhere. The model and
 clip run on ``NAPARI_SAM2_TEST_DEVICE`` (default CPU; see conftest.py)."""
@@ -15,12 +15,12 @@ import torch
 
 from conftest import TEST_DEVICE
 from napari_sam2.engine import (
+    Crop,
     FrameSequence,
     LabelWriter,
     Prompt,
     Tracker,
     TrackerError,
-    Window,
     apply_window,
     segment_bounds,
     to_model_input,
@@ -154,6 +154,10 @@ def test_correction_reruns_only_the_frames_it_now_owns(model, clip):
     tracker.add_prompt(
         8, 1, Prompt(points=[[10, 40]], labels=[0]), clear=False
     )  # a correction on a tracked frame
+    # conditioned on frames 2-7 (and frame 8's previous logits) as SAM2 does: 3, 4, 7 and 8 were
+    # released behind the run's passes (forward to 11, backward to 0) and are recomputed
+    assert sorted(set(frames.calls)) == [3, 4, 7, 8]
+    frames.calls.clear()
     second = run_patches(tracker)
     assert list(second) == [8, 9, 10, 11, 7, 6]  # frames 6..11 are nearer to 8 than to 2
     assert all(set(second[f]) == {1} for f in second)  # object 2 had no new prompt
@@ -276,61 +280,61 @@ def test_bad_input_gives_clear_errors(model, clip):
         tracker.run(LabelWriter(np.zeros((5, 9, 9), np.uint8)))
     with pytest.raises(TrackerError, match="unknown object 4; known: 1"):
         tracker.stats(4)
-    with pytest.raises(TrackerError, match="window must be"):
-        Tracker(model, lambda i: clip[i], 5, (H, W), window=50)
-    with pytest.raises(TrackerError, match=r"max_window \(32\) must be at least the window \(64\)"):
+    with pytest.raises(TrackerError, match="crop must be"):
+        Tracker(model, lambda i: clip[i], 5, (H, W), crop=50)
+    with pytest.raises(TrackerError, match=r"max_crop \(32\) must be at least the crop \(64\)"):
         Tracker(
             model,
             FrameSequence(np.zeros((2, 300, 300), np.uint8), image_size=64),
             2,
             (300, 300),
-            max_window=32,
+            max_crop=32,
         )
     with pytest.raises(TrackerError, match="crop"):
-        Tracker(model, lambda i: clip[i], 5, (600, 600), window=64)
+        Tracker(model, lambda i: clip[i], 5, (600, 600), crop=64)
 
 
-# ---------------------------------------------------------------------- native-resolution windows
+# ---------------------------------------------------------------------- native-resolution crops
 @pytest.fixture(scope="module")
 def big_stack():
     rng = np.random.default_rng(0)
     return rng.integers(0, 1000, size=(5, 300, 400)).astype(np.uint16)
 
 
-def test_window_crop_is_the_native_region(model, big_stack):
+def test_crop_is_the_native_region(model, big_stack):
     seq = FrameSequence(big_stack, image_size=64)
-    win = Window(100, 150, 64, 64)
+    win = Crop(100, 150, 64, 64)
     expect = to_model_input(apply_window(big_stack[2, 100:164, 150:214], seq.window), 64)
     torch.testing.assert_close(seq.crop(2, win, 64), expect)
-    edge = seq.crop(2, Window(-10, 380, 64, 64), 64)  # reaches past the top and the right
-    padded = np.zeros((64, 64), np.float32)  # the outside is the window's low value: 0
+    edge = seq.crop(2, Crop(-10, 380, 64, 64), 64)  # reaches past the top and the right
+    padded = np.zeros((64, 64), np.float32)  # the outside is the intensity window's low value: 0
     padded[10:, :20] = apply_window(big_stack[2, :54, 380:], seq.window)
     torch.testing.assert_close(edge, to_model_input(padded, 64))
 
 
-def test_windows_follow_the_object_at_native_resolution(model, big_stack):
+def test_crops_follow_the_object_at_native_resolution(model, big_stack):
     seq = FrameSequence(big_stack, image_size=64)
-    tracker = Tracker(model, seq, 5, seq.frame_hw)  # "auto": 300 x 400 frames > 64: windows of 64
-    assert tracker.window == 64 and tracker.net.config.image_size == 64
+    tracker = Tracker(model, seq, 5, seq.frame_hw)  # "auto": 300 x 400 frames > 64: crops of 64
+    assert tracker.crop_size == 64 and tracker.net.config.image_size == 64
     mask = square(150, 250, half=10, shape=seq.frame_hw)
     logits = tracker.add_mask(1, 1, mask)[1]
     key = tracker.tracks[1].pending[1]
-    assert key.window == Window(118, 218, 64, 64)  # centred on the 20 x 20 mask, at least 64 wide
+    assert key.crop == Crop(118, 218, 64, 64)  # centred on the 20 x 20 mask, at least 64 wide
     assert ((logits > 0).numpy() == mask).mean() > 0.99 and float(
         logits[0, 0]
-    ) < -100  # outside the window: empty
+    ) < -100  # outside the crop: empty
     big = square(150, 250, half=50, shape=seq.frame_hw)
     tracker.add_mask(3, 2, big)
-    assert tracker.tracks[2].pending[3].window == Window(50, 150, 200, 200)  # grown to twice the object
-    capped = Tracker(model, seq, 5, seq.frame_hw, max_window=100)
+    assert tracker.tracks[2].pending[3].crop == Crop(50, 150, 200, 200)  # grown to twice the object
+    capped = Tracker(model, seq, 5, seq.frame_hw, max_crop=100)
     capped.add_mask(3, 2, big)
-    assert capped.tracks[2].pending[3].window == Window(100, 200, 100, 100)
+    assert capped.tracks[2].pending[3].crop == Crop(100, 200, 100, 100)
     tracker.run()
     t1 = tracker.tracks[1]
     checked = 0
     for f in (2, 3, 4):  # re-centred on the previous frame's mask every frame, grown with it
         r0, c0, r1, c1 = t1.result(f - 1).bbox
-        win = t1.result(f).window
+        win = t1.result(f).crop
         assert win.height == win.width == max(64, int(np.ceil(2 * max(r1 - r0, c1 - c0))))
         for start, centre, n in ((win.row0, (r0 + r1) / 2, 300), (win.col0, (c0 + c1) / 2, 400)):
             if 0 < start < n - win.height:  # not pushed back inside the plane at a border

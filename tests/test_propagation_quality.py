@@ -1,6 +1,6 @@
 """End-to-end propagation quality with the shipped demo model on generated data it never saw
 (seeds outside its training recipe): separate 3D blobs through z, moving blobs through t, an object that
-leaves and comes back, and native-resolution windows on large frames against whole-frame tracking.
+leaves and comes back, and native-resolution crops on large frames against whole-frame tracking.
 
 Masks are compared with the generator's ground truth; per-frame IoU is averaged over the frames
 where the truth or the prediction has the object. The model runs on ``NAPARI_SAM2_TEST_DEVICE``
@@ -29,13 +29,13 @@ def demo():
     return load_model("demo", device=TEST_DEVICE)
 
 
-def track_all(model, stack, window="auto", intensity=None, **run):
+def track_all(model, stack, crop="auto", intensity=None, **run):
     """Click every object once at its most interior point on its largest frame; run; labels.
-    ``window``: the tracker's object windows; ``intensity``: the intensity window (None: robust
+    ``crop``: the tracker's crops around objects; ``intensity``: the intensity window (None: robust
     percentiles, the default everywhere)."""
     source = open_image(stack.image, axes=stack.axes)
     seq = FrameSequence(source, axis=stack.axes[0], image_size=model.config.image_size, window=intensity)
-    tracker = Tracker(model, seq, len(seq), seq.frame_hw, window=window)
+    tracker = Tracker(model, seq, len(seq), seq.frame_hw, crop=crop)
     for obj in np.unique(stack.labels)[1:]:
         areas = (stack.labels == obj).sum(axis=(1, 2))
         f = int(areas.argmax())
@@ -86,7 +86,9 @@ def test_object_leaves_and_comes_back(demo):
     # the nucleus farthest from the others: this test is about leaving and returning, not
     # about telling touching nuclei apart
     gaps = {
-        int(o): ndimage.distance_transform_edt(~((plane.labels > 0) & (plane.labels != o)))[plane.labels == o].min()
+        int(o): ndimage.distance_transform_edt(~((plane.labels > 0) & (plane.labels != o)))[
+            plane.labels == o
+        ].min()
         for o in np.unique(plane.labels)[1:]
     }
     obj = max(gaps, key=gaps.get)
@@ -110,9 +112,9 @@ def test_object_leaves_and_comes_back(demo):
     assert [stats[f].present for f in range(10)] == present
 
 
-def test_windows_on_large_frames_beat_whole_frame_tracking(demo):
+def test_crops_on_large_frames_beat_whole_frame_tracking(demo):
     """1024 x 1024 frames with small moving blobs: the 256-pixel demo model sees them 4x smaller
-    when the frame is squashed; native-resolution windows keep them whole.
+    when the frame is squashed; native-resolution crops keep them whole.
 
     Both runs use the data's full range as intensity window. The default robust window (0.5-99.5
     percentiles) suits frames crowded with nuclei, like the demo model's training data; three
@@ -120,9 +122,9 @@ def test_windows_on_large_frames_beat_whole_frame_tracking(demo):
     background noise fills the whole range, which the demo model was never shown."""
     stack = moving_blobs((8, 1024, 1024), n_objects=3, seed=HELD_OUT, appear_vanish=False, radius=(12, 18))
     full_range = (int(stack.image.min()), int(stack.image.max()))
-    native, _ = track_all(demo, stack, window=256, intensity=full_range)
-    squashed, _ = track_all(demo, stack, window=None, intensity=full_range)
+    native, _ = track_all(demo, stack, crop=256, intensity=full_range)
+    squashed, _ = track_all(demo, stack, crop=None, intensity=full_range)
     native_iou = np.mean(list(per_frame_iou(native, stack.labels).values()))
     squashed_iou = np.mean(list(per_frame_iou(squashed, stack.labels).values()))
-    print(f"windows: {native_iou:.3f}  whole frame: {squashed_iou:.3f}")  # measured 0.94 / 0.06
+    print(f"crops: {native_iou:.3f}  whole frame: {squashed_iou:.3f}")  # measured 0.94 / 0.06
     assert native_iou >= 0.6 and native_iou >= squashed_iou + 0.3

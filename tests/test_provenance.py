@@ -75,8 +75,8 @@ def test_tiff_and_zarr_outputs_record_what_made_them(tiny_ckpt, vol_file, tmp_pa
     assert p.propagation == {
         "axis": "z",
         "fixed": {},
-        "tracker_window": "auto",
-        "max_window": None,
+        "crop": "auto",
+        "max_crop": None,
         "stop_after_absent": 3,
     }
 
@@ -175,3 +175,19 @@ def test_segment_script_uses_the_recorded_settings(tiny_ckpt, vol_file):
         "segment(" in script and "tile_size=32" in script and "(1, 4): Prompt(points=[[30.0, 35.0]]" in script
     )
     compile(script, "script", "exec")
+
+
+@pytest.mark.parametrize(
+    ("kind", "old", "new"),
+    [
+        ("propagate", {"tracker_window": 64, "max_window": 128}, {"crop": 64, "max_crop": 128}),
+        ("auto", {"tracker_window": "auto"}, {"tracker_crop": "auto"}),
+    ],
+)
+def test_records_with_the_old_crop_names_still_replay(kind, old, new):
+    """Records written before the tracker's crop got its own name ("window" is the intensity window)."""
+    from napari_sam2.engine.provenance.record import ProvenanceRecord
+
+    rec = ProvenanceRecord(kind, {}, [], {}, [0.0, 1.0], {}, {"axis": "z", **old}, {}, {})
+    _, kwargs = rec.api_call()
+    assert {k: kwargs[k] for k in new} == new and not set(old) & set(kwargs) and kwargs["axis"] == "z"

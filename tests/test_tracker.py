@@ -10,6 +10,7 @@ import torch
 
 from napari_sam2.engine import FrameResult, Prompt, PromptError, Track, Tracker, TrackerError, select_memories
 from napari_sam2.engine.prompts import prompt_tensors, to_model_xy
+from napari_sam2.engine.tracker import Recipe
 from napari_sam2.model import VARIANTS, Sam2Model
 
 
@@ -48,7 +49,9 @@ def test_prompt_outside_plane():
 
 
 def _result(tag: float) -> FrameResult:
-    return FrameResult(torch.full((1, 1, 4, 4), tag), torch.full((1, 8), tag), torch.ones(1, 1), torch.zeros(1, 2, 1, 1))
+    return FrameResult(
+        torch.full((1, 1, 4, 4), tag), torch.full((1, 8), tag), torch.ones(1, 1), torch.zeros(1, 2, 1, 1)
+    )
 
 
 def test_memory_selection_forward():
@@ -57,16 +60,35 @@ def test_memory_selection_forward():
     spatial, pointers = select_memories(track, 8, reverse=False, num_frames=12)
     # every conditioning frame in slot 0 (also the future one), then frames 3..7 in slots 2..6
     # (frame 2 would be slot 1, but it is a conditioning frame, already in)
-    assert [(int(r.obj_ptr[0, 0]), s) for r, s in spatial] == [(2, 0), (9, 0), (3, 2), (4, 3), (5, 4), (6, 5), (7, 6)]
+    assert [(int(r.obj_ptr[0, 0]), s) for r, s in spatial] == [
+        (2, 0),
+        (9, 0),
+        (3, 2),
+        (4, 3),
+        (5, 4),
+        (6, 5),
+        (7, 6),
+    ]
     # pointers: past conditioning frames only, then previous tracked frames up to min(12, 16) - 1 back
-    assert [(d, int(r.obj_ptr[0, 0])) for d, r in pointers] == [(6, 2), (1, 7), (2, 6), (3, 5), (4, 4), (5, 3)]
+    assert [(d, int(r.obj_ptr[0, 0])) for d, r in pointers] == [
+        (6, 2),
+        (1, 7),
+        (2, 6),
+        (3, 5),
+        (4, 4),
+        (5, 3),
+    ]
 
 
-def test_released_frames_are_not_memories():
+def test_released_frames_stay_memories_only_with_a_recipe():
     track = Track(1, cond={0: _result(0)}, tracked_only={1: _result(1), 2: _result(2)})
+    track.tracked_only[1].recipe = Recipe(1, 0, (), ())  # recomputable: still a memory (slot 5)
     track.tracked_only[1].release()
     spatial, pointers = select_memories(track, 3, reverse=False, num_frames=5)
-    assert [s for _, s in spatial] == [0, 6]  # frame 1 (slot 5) has no memory any more
+    assert [s for _, s in spatial] == [0, 5, 6] and track.tracked_only[1].released
+    track.tracked_only[1].recipe = None  # nothing to recompute it from (a stopped frame): no memory
+    spatial, pointers = select_memories(track, 3, reverse=False, num_frames=5)
+    assert [s for _, s in spatial] == [0, 6]
     assert [d for d, _ in pointers] == [3, 1, 2]  # but its pointer still counts
 
 
@@ -128,7 +150,9 @@ def test_tracker_visits_every_frame_once_per_pass(small_tracker_model):
 
 def _stored(tracker):
     return sum(
-        (r.memory is not None) + (r.low_res is not None) for t in tracker.tracks.values() for r in t.tracked_only.values()
+        (r.memory is not None) + (r.low_res is not None)
+        for t in tracker.tracks.values()
+        for r in t.tracked_only.values()
     )
 
 

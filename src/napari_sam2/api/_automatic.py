@@ -39,7 +39,7 @@ def segment_everything(
     min_area: int = 0,
     tile_size: int | None = None,
     overlap: int | None = None,
-    tracker_window: int | str | None = "auto",
+    tracker_crop: int | str | None = "auto",
     stop_after_absent: int | None = 3,
     axes: str | None = None,
     channel: int | None = None,
@@ -69,7 +69,7 @@ def segment_everything(
             middle frame, then every ``seed_spacing`` frames outward).
         min_area: drop objects with fewer visible pixels than this where they are found.
         tile_size, overlap: tiling of planes larger than the model input.
-        tracker_window, stop_after_absent: as in :func:`propagate` (default: stop after 3).
+        tracker_crop, stop_after_absent: as ``crop`` and ``stop_after_absent`` in :func:`propagate` (default: stop after 3).
         window, axes, channel, cache_dir, out, device: as in :func:`segment`.
         labels: write into these labels (array or napari Labels layer); new ids start above its
             largest id and never take another object's voxels.
@@ -108,7 +108,7 @@ def segment_everything(
             min_area=min_area,
             tile_size=tiles.tile_size,
             overlap=tiles.overlap,
-            tracker_window=tracker_window,
+            tracker_crop=tracker_crop,
             stop_after_absent=stop_after_absent,
             cache=cache,
             writer=LabelWriter(target),
@@ -122,7 +122,7 @@ def segment_everything(
             stack = {
                 "axis": axis,
                 "fixed": {k: int(v) for k, v in (fixed or {}).items()},
-                "tracker_window": tracker_window,
+                "tracker_crop": tracker_crop,
                 "stop_after_absent": stop_after_absent,
                 "seed_frames": list(report.seed_frames),
                 "seed_spacing": seed_spacing,

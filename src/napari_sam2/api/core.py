@@ -179,8 +179,8 @@ def propagate(
     fixed: Mapping[str, int] | None = None,
     frame: int | Sequence[int] | None = None,
     window: Any = None,
-    tracker_window: int | str | None = "auto",
-    max_window: int | None = None,
+    crop: int | str | None = "auto",
+    max_crop: int | None = None,
     stop_after_absent: int | None = None,
     axes: str | None = None,
     channel: int | None = None,
@@ -201,7 +201,7 @@ def propagate(
         fixed: the index of the other axis of a (t, z, y, x) image, e.g. ``{"t": 3}``; by default
             taken from the prompts when they all share it.
         frame, window, axes, channel, labels, overwrite, out, device: as in :func:`segment`.
-        tracker_window, max_window: native-resolution windows for large frames
+        crop, max_crop: native-resolution crops for large frames
             (:class:`~napari_sam2.engine.tracker.Tracker`).
         stop_after_absent: stop following an object after this many absent frames.
         progress: ``progress(frames_done, frames_total)``. cancel: polled before each frame;
@@ -237,7 +237,7 @@ def propagate(
                     f"object {obj}'s prompt on frame {list(f)} is not at {fixed}; propagation runs there"
                 )
         target, labels_layer = labels_target(labels, out, source)
-        tracker = Tracker(net, seq, len(seq), seq.frame_hw, window=tracker_window, max_window=max_window)
+        tracker = Tracker(net, seq, len(seq), seq.frame_hw, crop=crop, max_crop=max_crop)
         for (f, obj), p in sorted(pmap.items()):
             tracker.add_prompt(f[pos], obj, p)
         report = tracker.run(
@@ -259,8 +259,8 @@ def propagate(
             propagation={
                 "axis": axis,
                 "fixed": fixed,
-                "tracker_window": tracker_window,
-                "max_window": max_window,
+                "crop": crop,
+                "max_crop": max_crop,
                 "stop_after_absent": stop_after_absent,
             },
             options=options_entry(window, axes, channel, overwrite=overwrite),

@@ -83,10 +83,20 @@ def _propagate_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument("--fixed", type=parse.parse_fixed, default=None, help="other axis of t,z data, e.g. t=3")
     p.add_argument(
-        "--tracker-window", type=parse.parse_tracker_window, default="auto", help="auto, none or N"
+        "--tracker-crop",
+        "--tracker-window",
+        dest="tracker_crop",
+        type=parse.parse_crop,
+        default="auto",
+        help="side of the tracker's crop around each object: auto, none or N",
     )
     p.add_argument(
-        "--max-window", type=parse.positive_int, default=None, help="largest window side in pixels"
+        "--max-crop",
+        "--max-window",
+        dest="max_crop",
+        type=parse.positive_int,
+        default=None,
+        help="largest crop side in pixels",
     )
     p.add_argument(
         "--stop-after-absent", type=parse.positive_int, default=None, help="stop after N absent frames"
@@ -115,7 +125,12 @@ def _auto_options(p: argparse.ArgumentParser) -> None:
         "--overlap", type=parse.nonnegative_int, default=None, help="tile overlap (default: tile/4)"
     )
     p.add_argument(
-        "--tracker-window", type=parse.parse_tracker_window, default="auto", help="auto, none or N"
+        "--tracker-crop",
+        "--tracker-window",
+        dest="tracker_crop",
+        type=parse.parse_crop,
+        default="auto",
+        help="side of the tracker's crop around each object: auto, none or N",
     )
     p.add_argument(
         "--stop-after-absent", type=parse.parse_optional_count, default=3, help="N frames (default 3) or none"

@@ -49,7 +49,7 @@ def parse_fixed(text: str) -> dict[str, int]:
     return {name.strip(): nonnegative_int(value)}
 
 
-def parse_tracker_window(text: str) -> int | str | None:
+def parse_crop(text: str) -> int | str | None:
     if text in ("auto", "none"):
         return None if text == "none" else text
     return positive_int(text)

@@ -30,13 +30,13 @@ from .sources import ImageSource, SourceError, open_image
 from .tiling import Tile, TileGrid, TilingError
 from .timelapse import TimeReport, track_through_time
 from .tracker import (
+    Crop,
     FrameResult,
     FrameStats,
     RunReport,
     Track,
     Tracker,
     TrackerError,
-    Window,
     segment_bounds,
     select_memories,
 )
@@ -93,7 +93,7 @@ __all__ = [
     "Track",
     "Tracker",
     "TrackerError",
-    "Window",
+    "Crop",
     "segment_bounds",
     "select_memories",
 ]

@@ -184,23 +184,23 @@ class FrameSequence:
                 self._cache.popitem(last=False)
         return image
 
-    def crop(self, i: int, window, size: int) -> torch.Tensor:
-        """A square window of frame ``i`` as SAM2's input (3, size, size), float32 on the CPU.
+    def crop(self, i: int, crop, size: int) -> torch.Tensor:
+        """A square crop of frame ``i`` as SAM2's input (3, size, size), float32 on the CPU.
 
-        ``window`` (a :class:`~napari_sam2.engine.tracker.Window`: row0, col0, height, width in plane
+        ``crop`` (a :class:`~napari_sam2.engine.tracker.Crop`: row0, col0, height, width in plane
         pixels) may reach past the plane; only the part inside is read, the rest is padded with the
-        window's low value (0 after windowing). Resized to ``size`` only if the window is not
-        ``size`` pixels wide (native resolution otherwise).
+        intensity window's low value (0 after windowing). Resized to ``size`` only if the crop is
+        not ``size`` pixels wide (native resolution otherwise).
         """
-        r0, c0, r1, c1 = window.inside(self.frame_hw)
+        r0, c0, r1, c1 = crop.inside(self.frame_hw)
         if r1 <= r0 or c1 <= c0:
             raise FrameError(
-                f"window {window} does not overlap the {self.frame_hw[0]} x {self.frame_hw[1]} frame"
+                f"crop {crop} does not overlap the {self.frame_hw[0]} x {self.frame_hw[1]} frame"
             )
         part = apply_window(
             self._source.region(self.source_index(i), slice(r0, r1), slice(c0, c1)), self._window
         )
-        padded = window.padded(part, self.frame_hw)
+        padded = crop.padded(part, self.frame_hw)
         return to_model_input(padded, size)
 
     def close(self) -> None:

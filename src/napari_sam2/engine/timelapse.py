@@ -26,7 +26,7 @@ from .intensity import IntensityWindow, resolve_window
 from .labels import LabelWriter
 from .prompts import Prompt
 from .sources import ImageSource, open_image
-from .tracker import Cancel, Progress, Tracker, TrackerError, Window
+from .tracker import Cancel, Crop, Progress, Tracker, TrackerError
 
 __all__ = ["TimeReport", "track_through_time"]
 
@@ -48,8 +48,8 @@ class _Pair:
     def __call__(self, i: int) -> torch.Tensor:
         return self._seqs[i](self._z)
 
-    def crop(self, i: int, window: Window, size: int) -> torch.Tensor:
-        return self._seqs[i].crop(self._z, window, size)
+    def crop(self, i: int, crop: Crop, size: int) -> torch.Tensor:
+        return self._seqs[i].crop(self._z, crop, size)
 
 
 def track_through_time(
@@ -59,7 +59,7 @@ def track_through_time(
     writer: LabelWriter,
     *,
     window: IntensityWindow | Sequence[float] | str | None = None,
-    tracker_window: int | str | None = "auto",
+    crop: int | str | None = "auto",
     times: Sequence[int] | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
@@ -73,7 +73,7 @@ def track_through_time(
         prompts: {(t, z, obj_id): Prompt}; several per object are allowed (keyframes).
         writer: a LabelWriter over (t, z, H, W) labels.
         window: the intensity window, resolved once for the whole dataset.
-        tracker_window: the tracker's ``window`` (native-resolution windows for large frames).
+        crop: the tracker's ``crop`` (native-resolution crops for large frames).
         times: the time points to process (default: all).
         progress: ``progress(time_points_done, total)``.
         cancel: polled between frames; time points already finished stay written.
@@ -122,13 +122,13 @@ def track_through_time(
             )
             for t in order:
                 seq = sequence(t)
-                tracker = Tracker(model, seq, n_z, seq.frame_hw, window=tracker_window)
+                tracker = Tracker(model, seq, n_z, seq.frame_hw, crop=crop)
                 for (pt, z, obj), prompt in prompts.items():
                     if pt == t:
                         tracker.add_prompt(z, obj, prompt)
                 for obj, (z, mask, prev_seq) in carried.items():
                     if obj not in tracker.tracks:
-                        moved = _step_in_time(model, prev_seq, seq, z, obj, mask, tracker_window)
+                        moved = _step_in_time(model, prev_seq, seq, z, obj, mask, crop)
                         if moved is not None:
                             tracker.add_mask(z, obj, moved)
                 carried = {}
@@ -173,10 +173,10 @@ def _step_in_time(
     z: int,
     obj: int,
     mask: np.ndarray,
-    tracker_window: int | str | None,
+    crop: int | str | None,
 ) -> np.ndarray | None:
     """Track ``mask`` on slice ``z`` from the previous time point to this one; None if lost."""
-    pair = Tracker(model, _Pair(prev, seq, z), 2, seq.frame_hw, window=tracker_window)
+    pair = Tracker(model, _Pair(prev, seq, z), 2, seq.frame_hw, crop=crop)
     pair.add_mask(0, obj, mask)
     pair.run()
     result = pair.tracks[obj].tracked_only[1]

@@ -125,8 +125,8 @@ def session_record(
         propagation = {
             "axis": axis,
             "fixed": fixed,
-            "tracker_window": "auto",
-            "max_window": None,
+            "crop": "auto",
+            "max_crop": None,
             "stop_after_absent": None,
         }  # the widget's tracker settings (the engine's defaults)
     else:

@@ -289,7 +289,7 @@ def segment_everything(
     min_area: int = 0,
     tile_size: int | None = None,
     overlap: int | None = None,
-    tracker_window: int | str | None = "auto",
+    tracker_crop: int | str | None = "auto",
     stop_after_absent: int | None = 3,
     cache: EmbeddingCache | None = None,
     writer: LabelWriter | None = None,
@@ -317,7 +317,7 @@ def segment_everything(
             middle frame, then every ``seed_spacing`` frames outward from it).
         min_area: drop objects with fewer visible pixels than this on the plane they are found on.
         tile_size, overlap, cache: tiling and embedding cache of the generator's predictor.
-        tracker_window, stop_after_absent: passed to the :class:`~.tracker.Tracker` (``window``)
+        tracker_crop, stop_after_absent: passed to the :class:`~.tracker.Tracker` (``crop``)
             and to :meth:`~.tracker.Tracker.run`.
         writer: where labels go (ids start above its largest id; no voxel of another object is
             overwritten). Default: a new uint32 numpy array of the image's shape.
@@ -404,7 +404,7 @@ def segment_everything(
         seeds=seeds,
         first_id=first_id,
         min_area=min_area,
-        tracker_window=tracker_window,
+        tracker_crop=tracker_crop,
         stop_after_absent=stop_after_absent,
         progress=progress,
         cancel=cancel,

@@ -65,7 +65,7 @@ def segment_stack(
     seeds: Sequence[int],
     first_id: int,
     min_area: int,
-    tracker_window,
+    tracker_crop,
     stop_after_absent: int | None,
     progress: Callable[[int, int], None] | None,
     cancel: Callable[[], bool] | None,
@@ -76,7 +76,7 @@ def segment_stack(
     cancelled.
     """
     n = len(seq)
-    tracker = Tracker(model, seq, n, seq.frame_hw, window=tracker_window)
+    tracker = Tracker(model, seq, n, seq.frame_hw, crop=tracker_crop)
     total = 2 * n * len(seeds)
     next_id = first_id
     for k, frame in enumerate(seeds):

@@ -45,8 +45,8 @@ class ProvenanceRecord:
         window: the resolved intensity window [low, high] in data units.
         tiling: tile_size, overlap, max_tiles, edge_margin (resolved values; "auto": tile_size and
             overlap).
-        propagation: axis, fixed, tracker_window, max_window, stop_after_absent; None for "segment".
-            For "auto" on a stack: axis, fixed, tracker_window, stop_after_absent, seed_frames (as
+        propagation: axis, fixed, crop, max_crop, stop_after_absent; None for "segment".
+            For "auto" on a stack: axis, fixed, tracker_crop, stop_after_absent, seed_frames (as
             processed) and seed_spacing; None on a plane.
         options: the other keyword arguments (axes, channel, multimask, overwrite, window as asked;
             "auto": min_area and every generator parameter under "generator").
@@ -109,7 +109,7 @@ class ProvenanceRecord:
         if self.kind == "auto":
             kwargs.update(self.tiling)
             kwargs["min_area"] = opts.get("min_area", 0)
-            kwargs.update(self.propagation or {})
+            kwargs.update(_renamed(self.kind, self.propagation))
             kwargs.update(opts.get("generator") or {})
             return KINDS[self.kind], kwargs
         kwargs["overwrite"] = opts.get("overwrite", False)
@@ -117,8 +117,20 @@ class ProvenanceRecord:
             kwargs.update(self.tiling)
             kwargs["multimask"] = opts.get("multimask", False)
         else:
-            kwargs.update(self.propagation or {})
+            kwargs.update(_renamed(self.kind, self.propagation))
         return KINDS[self.kind], kwargs
+
+
+_OLD_NAMES = {
+    "auto": {"tracker_window": "tracker_crop"},
+    "propagate": {"tracker_window": "crop", "max_window": "max_crop"},
+}
+"""Propagation settings as older records wrote them, before the tracker's crop got its own name."""
+
+
+def _renamed(kind: str, propagation: dict[str, Any] | None) -> dict[str, Any]:
+    old = _OLD_NAMES.get(kind, {})
+    return {old.get(k, k): v for k, v in (propagation or {}).items()}
 
 
 # ---------------------------------------------------------------------------------------------- entries
