@@ -218,7 +218,9 @@ def assert_frame_equal(ref_ids, ref_masks, ours_logits: dict):
         assert torch.equal(r > 0, ours_logits[obj_id] > 0)
 
 
-@pytest.mark.parametrize("size", [512, pytest.param(1024, marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+    "size", [512, pytest.param(1024, marks=[pytest.mark.slow, pytest.mark.timeout(2400)])]
+)
 def test_clip_two_objects_correction_and_reverse(tmp_path, size):
     """7 frames; object 1 from a click and object 2 from a box on frame 0; forward propagation;
     correction clicks for both objects on frame 4; forward again; reverse from frame 4. The
