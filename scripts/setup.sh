@@ -47,5 +47,9 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 # The reference implementation (test oracle only): no CUDA extension, no dependency changes.
 "${pip[@]}" install --progress-bar off setuptools wheel
 SAM2_BUILD_CUDA=0 "${pip[@]}" install --progress-bar off --no-build-isolation --no-deps sam2==1.1.0
+# The authors' code of the other SAM2-family models (test oracles only). Each installs as a package named
+# sam2, so each gets its own folder, which tests/family_oracle.py puts first on sys.path in a subprocess.
+rm -rf .oracles/edgetam
+"${pip[@]}" install --progress-bar off --no-deps --target .oracles/edgetam edgetam-dimos==1.0.1 timm==1.0.31
 echo "$want" >"$stamp"
 echo "setup: done"

@@ -1,6 +1,26 @@
 """Pure-PyTorch SAM2: configs, modules, checkpoints and the weights registry (torch only)."""
 
-from .config import VARIANTS, HieraConfig, Sam2Config, get_config
+from .config import (
+    FAMILY_VARIANTS,
+    VARIANTS,
+    HieraConfig,
+    PerceiverConfig,
+    RepViTConfig,
+    Sam2Config,
+    get_config,
+)
 from .sam2_model import FrameOutput, ImageFeatures, Memory, Sam2Model
 
-__all__ = ["VARIANTS", "HieraConfig", "Sam2Config", "get_config", "Sam2Model", "ImageFeatures", "FrameOutput", "Memory"]
+__all__ = [
+    "VARIANTS",
+    "FAMILY_VARIANTS",
+    "HieraConfig",
+    "RepViTConfig",
+    "PerceiverConfig",
+    "Sam2Config",
+    "get_config",
+    "Sam2Model",
+    "ImageFeatures",
+    "FrameOutput",
+    "Memory",
+]

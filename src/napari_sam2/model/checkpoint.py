@@ -21,8 +21,9 @@ from pathlib import Path
 
 import torch
 
-from .config import VARIANTS, HieraConfig, Sam2Config
+from .config import FAMILY_VARIANTS, VARIANTS, HieraConfig, PerceiverConfig, RepViTConfig, Sam2Config
 from .sam2_model import Sam2Model
+from .weights import FAMILY_WEIGHTS
 
 __all__ = ["CheckpointError", "read_state_dict", "identify_variant", "load_checkpoint", "save_checkpoint"]
 
@@ -100,11 +101,17 @@ def _shapes(state: Mapping[str, torch.Tensor]) -> dict[str, tuple[int, ...]]:
 def identify_variant(state: Mapping[str, torch.Tensor]) -> str | None:
     """Name of the official variant that ``state`` looks like, or None.
 
-    Decided cheaply by the trunk's width and depth and the SAM 2.1 entries;
-    :func:`load_checkpoint` then checks every name and shape.
+    SAM2 variants are told apart cheaply by the trunk's width and depth and the SAM 2.1 entries;
+    other families (:data:`FAMILY_VARIANTS`, e.g. EdgeTAM) by their whole layout of names and
+    shapes. :func:`load_checkpoint` then checks every name and shape.
     """
     patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
     if patch is None:
+        if any(k.startswith("image_encoder.trunk.body.") for k in state):
+            shapes = _shapes(state)
+            for name, cfg in FAMILY_VARIANTS.items():
+                if _layout(cfg) == shapes:
+                    return name
         return None
     depth = len({k.split(".")[3] for k in state if k.startswith("image_encoder.trunk.blocks.")})
     sam21 = "no_obj_embed_spatial" in state
@@ -115,10 +122,15 @@ def identify_variant(state: Mapping[str, torch.Tensor]) -> str | None:
 
 
 def _config_from_dict(d: Mapping) -> Sam2Config:
+    def plain(items: Mapping) -> dict:
+        return {k: tuple(v) if isinstance(v, list) else v for k, v in items.items()}
+
     fields = dict(d)
-    trunk = fields.pop("trunk", {})
-    trunk = HieraConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in trunk.items()})
-    return Sam2Config(trunk=trunk, **{k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()})
+    trunk = plain(fields.pop("trunk", {}))
+    trunk = RepViTConfig(**trunk) if "widths" in trunk else HieraConfig(**trunk)
+    perceiver = fields.pop("perceiver", None)
+    perceiver = PerceiverConfig(**plain(perceiver)) if perceiver is not None else None
+    return Sam2Config(trunk=trunk, perceiver=perceiver, **plain(fields))
 
 
 def _mismatch_message(
@@ -143,8 +155,16 @@ def _mismatch_message(
     if guess and guess != config.name:
         parts.append(f"This file looks like {guess!r}: load it with that name or without naming a model.")
     else:
-        parts.append("It matches none of the official SAM2/SAM2.1 variants.")
+        parts.append("It matches none of the official SAM2/SAM2.1 variants or the other known models.")
     return " ".join(parts)
+
+
+def _config_for_file(path: Path) -> Sam2Config | None:
+    """The architecture the registry names for a file of this name (MedSAM2's 512 input), or None."""
+    for info in FAMILY_WEIGHTS.values():
+        if info.config is not None and info.filename == path.name:
+            return {**VARIANTS, **FAMILY_VARIANTS}[info.config]
+    return None
 
 
 def load_checkpoint(path: str | os.PathLike, config: Sam2Config | str | None = None) -> Sam2Model:
@@ -152,32 +172,37 @@ def load_checkpoint(path: str | os.PathLike, config: Sam2Config | str | None = N
 
     Args:
         path: an official ``.pt`` file, a bare state dict, or a file from :func:`save_checkpoint`.
-        config: the architecture (a :class:`Sam2Config` or an official variant name). By default
-            the config stored in the file, else the official variant whose layout matches.
-            The input size is not visible in the weights: pass a config for sizes other than 1024.
+        config: the architecture (a :class:`Sam2Config` or a variant name). By default the config
+            stored in the file, else the one the weights registry names for the file's name
+            (``MedSAM2_*.pt``: SAM 2.1 tiny at 512), else the variant whose layout matches.
+            The input size is not visible in the weights: pass a config for sizes other than
+            1024 when the file has another name.
 
     Raises:
         CheckpointError: unreadable file, or weights that do not fit the model.
     """
     path = Path(path)
     state, stored = read_state_dict(path)
+    known = {**VARIANTS, **FAMILY_VARIANTS}
     if isinstance(config, str):
-        config = VARIANTS.get(config.removesuffix(".pt"))
+        config = known.get(config.removesuffix(".pt"))
         if config is None:
-            raise CheckpointError(f"unknown SAM2 variant; known variants: {', '.join(VARIANTS)}")
+            raise CheckpointError(f"unknown SAM2 variant; known variants: {', '.join(known)}")
     if config is None and stored is not None:
         try:
             config = _config_from_dict(stored)
         except (TypeError, ValueError) as exc:
             raise CheckpointError(f"{path} stores a model config that this version cannot read: {exc}") from None
     if config is None:
+        config = _config_for_file(path)
+    if config is None:
         name = identify_variant(state)
         if name is None:
             raise CheckpointError(
                 f"{path} is a SAM2-like state dict that matches none of the official variants "
-                f"({', '.join(VARIANTS)}); pass its config explicitly."
+                f"({', '.join(known)}); pass its config explicitly."
             )
-        config = VARIANTS[name]
+        config = known[name]
     model = Sam2Model(config)
     expected = _shapes(model.state_dict())
     if _shapes(state) != expected:

@@ -13,7 +13,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-__all__ = ["HieraConfig", "Sam2Config", "VARIANTS", "get_config"]
+__all__ = [
+    "HieraConfig",
+    "RepViTConfig",
+    "PerceiverConfig",
+    "Sam2Config",
+    "VARIANTS",
+    "FAMILY_VARIANTS",
+    "get_config",
+]
 
 
 @dataclass(frozen=True)
@@ -63,12 +71,65 @@ class HieraConfig:
 
 
 @dataclass(frozen=True)
+class RepViTConfig:
+    """RepViT image trunk (a mobile CNN), as used by EdgeTAM in place of Hiera.
+
+    A stem of two stride-2 3x3 convolutions, then four stages; every stage but the first starts
+    by halving the resolution. Blocks mix tokens with a depthwise 3x3 + 1x1 + identity branch
+    and channels with a 1x1 inverted bottleneck; every other block has squeeze-excitation.
+
+    Attributes:
+        widths: channels of each stage, highest resolution first.
+        depths: blocks per stage (not counting the downsampling block that opens stages 2-4).
+        mlp_ratio: hidden width of the channel mixer relative to its channels.
+        se_ratio: squeeze-excitation width relative to the channels (rounded to a multiple of 8).
+    """
+
+    widths: tuple[int, ...] = (48, 96, 192, 384)
+    depths: tuple[int, ...] = (2, 2, 14, 2)
+    mlp_ratio: int = 2
+    se_ratio: float = 0.25
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Output channels of each stage, highest resolution first."""
+        return tuple(self.widths)
+
+
+@dataclass(frozen=True)
+class PerceiverConfig:
+    """EdgeTAM's spatial perceiver: compresses each frame's memory to a fixed set of latents.
+
+    Attributes:
+        num_latents: global latents, each attending to the whole memory map (no position).
+        num_latents_2d: local latents on a square grid; each attends to its own window of the
+            map and keeps the window's place (a 2D sine encoding of the latent grid).
+        depth: attention layers (cross-attention to the map, feed-forward, then self-attention
+            and feed-forward among the latents).
+        ff_mult: feed-forward hidden width relative to the memory channels.
+    """
+
+    num_latents: int = 256
+    num_latents_2d: int = 256
+    depth: int = 2
+    ff_mult: int = 4
+
+    @property
+    def grid(self) -> int:
+        """Side of the grid of local latents (16 for 256)."""
+        side = round(self.num_latents_2d**0.5)
+        if side * side != self.num_latents_2d:
+            raise ValueError(f"num_latents_2d must be a square, got {self.num_latents_2d}")
+        return side
+
+
+@dataclass(frozen=True)
 class Sam2Config:
     """A whole SAM2 model: trunk, neck, prompt encoder, mask decoder and the video memory.
 
     Attributes:
         name: variant name, used in messages and in the weights registry.
-        trunk: the Hiera image trunk.
+        trunk: the image trunk: Hiera (SAM2) or RepViT (EdgeTAM).
         image_size: side of the square model input in pixels; a multiple of 32.
         sam21: SAM 2.1 flags (temporal encoding of object pointers, projected to ``mem_dim``;
             a learned "no object" embedding added to the memory of frames without the object).
@@ -79,10 +140,12 @@ class Sam2Config:
         dynamic_multimask: when one mask is asked for, fall back to the best of the three
             multimask outputs if the single mask is unstable.
         binarize_prompted_masks: binarise the mask of a clicked frame before encoding its memory.
+        perceiver: EdgeTAM's spatial perceiver, which turns each memory into latents; None for
+            SAM2 (memories stay feature maps).
     """
 
     name: str
-    trunk: HieraConfig = field(default_factory=HieraConfig)
+    trunk: HieraConfig | RepViTConfig = field(default_factory=HieraConfig)
     image_size: int = 1024
     sam21: bool = True
     d_model: int = 256
@@ -106,12 +169,19 @@ class Sam2Config:
     mask_sigmoid_scale: float = 20.0
     mask_sigmoid_bias: float = -10.0
     binarize_prompted_masks: bool = True
+    perceiver: PerceiverConfig | None = None
 
     def __post_init__(self) -> None:
         if self.image_size % 32 != 0 or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
         if self.d_model % self.mem_dim != 0:
             raise ValueError(f"d_model ({self.d_model}) must be a multiple of mem_dim ({self.mem_dim})")
+        if self.perceiver is not None and (self.image_size // 16) % self.perceiver.grid:
+            side = 16 * self.perceiver.grid
+            raise ValueError(
+                f"{self.name}: image_size must be a multiple of {side} (the perceiver cuts each memory map "
+                f"into {self.perceiver.grid} x {self.perceiver.grid} windows), got {self.image_size}"
+            )
 
     @property
     def backbone_stride(self) -> int:
@@ -155,16 +225,41 @@ VARIANTS: dict[str, Sam2Config] = {
 """The eight official variants, by the names of Meta's checkpoint files (without ``.pt``)."""
 
 
+FAMILY_VARIANTS: dict[str, Sam2Config] = {
+    "edgetam": Sam2Config(
+        name="edgetam",
+        trunk=RepViTConfig(),
+        sam21=False,
+        mem_attn_layers=2,
+        perceiver=PerceiverConfig(),
+    ),
+    "medsam2": Sam2Config(name="medsam2", trunk=_TRUNKS["tiny"], image_size=512),
+}
+"""Other published models of the SAM2 family, by the names of their checkpoint files.
+
+``edgetam``: Meta's EdgeTAM (Zhou et al., CVPR 2025; facebookresearch/EdgeTAM, Apache-2.0): a
+RepViT-M1 trunk (timm's ``repvit_m1.dist_in1k``), the spatial perceiver (256 global + 16 x 16
+local latents per memory), 2 memory-attention layers, and SAM 2.0's flags otherwise (no
+temporal encoding of object pointers, no "no object" memory embedding). Values from the
+authors' ``sam2/configs/edgetam.yaml`` (package ``edgetam-dimos`` 1.0.1).
+
+``medsam2``: MedSAM2 (Ma et al. 2025, bowang-lab/MedSAM2, Apache-2.0): SAM 2.1 tiny fine-tuned on
+3D medical images and videos at a 512 input (the authors' ``sam2.1_hiera_t512.yaml``). Its files
+have the layout of ``sam2.1_hiera_tiny``; the input size is what sets it apart, so it is chosen
+by the file name (:data:`napari_sam2.model.weights.FAMILY_WEIGHTS`) when such a file is loaded."""
+
+
 def get_config(name: str) -> Sam2Config:
-    """Return the official variant called ``name`` (``"sam2.1_hiera_tiny"``, ...).
+    """Return the official variant called ``name`` (``"sam2.1_hiera_tiny"``, ``"edgetam"``, ...).
 
     Raises:
         KeyError: for an unknown name; the message lists the known ones.
     """
     key = name.removesuffix(".pt")
-    if key not in VARIANTS:
-        raise KeyError(f"unknown SAM2 variant {name!r}; known variants: {', '.join(VARIANTS)}")
-    return VARIANTS[key]
+    known = {**VARIANTS, **FAMILY_VARIANTS}
+    if key not in known:
+        raise KeyError(f"unknown SAM2 variant {name!r}; known variants: {', '.join(known)}")
+    return known[key]
 
 
 DEMO_CONFIG = Sam2Config(

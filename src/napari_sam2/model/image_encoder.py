@@ -1,4 +1,5 @@
-"""Image encoder: Hiera trunk + feature pyramid neck, with the lowest level dropped ("scalp")."""
+"""Image encoder: a trunk (Hiera, or RepViT for EdgeTAM) + feature pyramid neck, with the lowest level
+dropped ("scalp")."""
 
 from __future__ import annotations
 
@@ -8,9 +9,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import Sam2Config
+from .config import HieraConfig, Sam2Config
 from .hiera import Hiera
 from .position_encoding import SineEncoding2d
+from .repvit import RepViT
 
 
 class FpnNeck(nn.Module):
@@ -54,7 +56,7 @@ class ImageEncoder(nn.Module):
 
     def __init__(self, cfg: Sam2Config) -> None:
         super().__init__()
-        self.trunk = Hiera(cfg.trunk)
+        self.trunk = Hiera(cfg.trunk) if isinstance(cfg.trunk, HieraConfig) else RepViT(cfg.trunk)
         self.neck = FpnNeck(cfg.trunk.channels, cfg.d_model)
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:

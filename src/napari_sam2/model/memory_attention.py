@@ -85,26 +85,34 @@ class RoPEAttention(nn.Module):
         v: torch.Tensor,
         grid: tuple[int, int],
         num_k_exclude: int = 0,
+        k_layout: tuple[int, tuple[int, int]] | None = None,
     ) -> torch.Tensor:
-        """q (B, Nq, C) on a ``grid`` = (h, w) of the current frame; k, v (B, Nk, kv_dim)."""
+        """q (B, Nq, C) on a ``grid`` = (h, w) of the current frame; k, v (B, Nk, kv_dim).
+
+        By default every memory is a grid like the query's. ``k_layout = (lead, (kh, kw))``
+        describes compressed memories instead (EdgeTAM): each is ``lead`` unrotated tokens
+        followed by a kh x kw grid, rotated with that grid's own table.
+        """
         q = split_heads(self.q_proj(q), self.num_heads)  # (B, nh, Nq, hd)
         k = split_heads(self.k_proj(k), self.num_heads)  # (B, nh, Nk, hd)
         v = split_heads(self.v_proj(v), self.num_heads)
         rotate = self._rotation(grid, q.shape[-1], q.device)
-        nq = q.shape[-2]
         q = rotate(q)
         n_rot = k.shape[-2] - num_k_exclude
         if n_rot > 0:
-            reps = n_rot // nq
-            if reps * nq != n_rot or (reps > 1 and not self.repeat_k):
-                raise ValueError(f"{n_rot} rotated keys are not a whole number of {nq}-token grids")
-            # every memory frame is a grid like the query's: rotate them all with the same table
-            k_rot = rotate(k[:, :, :n_rot].unflatten(2, (reps, nq))).flatten(2, 3)  # (B, nh, n_rot, hd)
-            if num_k_exclude:
-                k = k.clone()
-                k[:, :, :n_rot] = k_rot
-            else:
-                k = k_rot
+            lead, k_grid = (0, grid) if k_layout is None else k_layout
+            per_memory = lead + k_grid[0] * k_grid[1]
+            reps = n_rot // per_memory
+            if reps * per_memory != n_rot or (reps > 1 and not self.repeat_k):
+                raise ValueError(f"{n_rot} rotated keys are not a whole number of {per_memory}-token memories")
+            # every memory has the same layout: rotate the grid part of each with one table
+            mems = k[:, :, :n_rot].unflatten(2, (reps, per_memory))  # (B, nh, reps, per_memory, hd)
+            rotate_k = rotate if k_layout is None else self._rotation(k_grid, k.shape[-1], k.device)
+            k_rot = rotate_k(mems[..., lead:, :])
+            if lead:
+                k_rot = torch.cat((mems[..., :lead, :], k_rot), dim=-2)
+            k_rot = k_rot.flatten(2, 3)  # (B, nh, n_rot, hd)
+            k = torch.cat((k_rot, k[:, :, n_rot:]), dim=2) if num_k_exclude else k_rot
         return self.out_proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
 
 
@@ -128,11 +136,12 @@ class MemoryAttentionLayer(nn.Module):
         memory_pos: torch.Tensor,
         grid: tuple[int, int],
         num_ptr_tokens: int,
+        k_layout: tuple[int, tuple[int, int]] | None = None,
     ) -> torch.Tensor:
         t = self.norm1(x)
         x = x + self.self_attn(t, t, t, grid)
         t = self.norm2(x)
-        x = x + self.cross_attn_image(t, memory + memory_pos, memory, grid, num_k_exclude=num_ptr_tokens)
+        x = x + self.cross_attn_image(t, memory + memory_pos, memory, grid, num_ptr_tokens, k_layout)
         t = self.norm3(x)
         return x + self.linear2(F.relu(self.linear1(t)))
 
@@ -152,14 +161,16 @@ class MemoryAttention(nn.Module):
         memory: torch.Tensor,
         memory_pos: torch.Tensor,
         num_ptr_tokens: int,
+        k_layout: tuple[int, tuple[int, int]] | None = None,
     ) -> torch.Tensor:
         """features, features_pos (B, C, h, w); memory, memory_pos (B, M, mem_dim) -> (B, C, h, w).
 
         The last ``num_ptr_tokens`` memory tokens are object pointers: they are not rotated.
+        ``k_layout`` describes compressed memories (see :meth:`RoPEAttention.forward`).
         """
         b, c, h, w = features.shape
         x = features.flatten(2).transpose(1, 2)  # (B, hw, C)
         x = x + 0.1 * features_pos.flatten(2).transpose(1, 2)
         for layer in self.layers:
-            x = layer(x, memory, memory_pos, (h, w), num_ptr_tokens)
+            x = layer(x, memory, memory_pos, (h, w), num_ptr_tokens, k_layout)
         return self.norm(x).transpose(1, 2).reshape(b, c, h, w)

@@ -27,6 +27,7 @@ from .image_encoder import ImageEncoder
 from .mask_decoder import DecoderOutput, MaskDecoder
 from .memory_attention import MemoryAttention
 from .memory_encoder import MemoryEncoder
+from .perceiver import SpatialPerceiver
 from .position_encoding import sine_encoding_1d
 from .prompt_encoder import PAD, PromptEncoder
 
@@ -80,8 +81,9 @@ class Memory:
     """One frame's memory, as used by :meth:`Sam2Model.condition_on_memory`.
 
     Attributes:
-        features: (B, mem_dim, h, w), any float dtype (stored as bfloat16 by the tracker).
-        pos: (B or 1, mem_dim, h, w) spatial position encoding.
+        features: (B, mem_dim, h, w), any float dtype (stored as bfloat16 by the tracker); for a
+            model with a spatial perceiver (EdgeTAM) latent tokens (B, L, mem_dim) instead.
+        pos: (B or 1, mem_dim, h, w) spatial position encoding, or (B or 1, L, mem_dim).
         slot: temporal slot, 0 for a conditioning (prompted) frame; for other frames
             ``num_maskmem - d`` where d >= 1 is the distance in frames (6 = previous frame).
     """
@@ -98,7 +100,8 @@ def _trunc_normal(*shape: int) -> nn.Parameter:
 
 
 class Sam2Model(nn.Module):
-    """SAM2 / SAM2.1. State-dict names and shapes equal Meta's official checkpoints."""
+    """SAM2 / SAM2.1, and EdgeTAM (``config.perceiver`` set). State-dict names and shapes equal
+    the official checkpoints."""
 
     def __init__(self, config: Sam2Config) -> None:
         super().__init__()
@@ -114,6 +117,8 @@ class Sam2Model(nn.Module):
         self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
         self.memory_attention = MemoryAttention(dim, mem, cfg.mem_attn_layers, cfg.mem_attn_ffn_dim)
         self.memory_encoder = MemoryEncoder(dim, mem, cfg.mem_fuser_layers)
+        if cfg.perceiver is not None:
+            self.spatial_perceiver = SpatialPerceiver(mem, cfg.perceiver)
         self.sam_prompt_encoder = PromptEncoder(dim, cfg.embed_size, cfg.image_size, cfg.mask_in_chans)
         self.sam_mask_decoder = MaskDecoder(
             dim,
@@ -267,7 +272,8 @@ class Sam2Model(nn.Module):
         """Memory of a frame from its chosen mask logits (B, 1, 4h, 4w).
 
         Masks from clicks are binarised (``config.binarize_prompted_masks``), tracked masks go
-        through a sigmoid. Returns (features (B, mem_dim, h, w), position encoding).
+        through a sigmoid. Returns (features (B, mem_dim, h, w), position encoding); with a
+        spatial perceiver (EdgeTAM) latents (B, L, mem_dim) and their positions (B, L, mem_dim).
         """
         cfg = self.config
         high = resize_bilinear(low_res.float(), cfg.image_size)
@@ -276,6 +282,8 @@ class Sam2Model(nn.Module):
         if cfg.sam21:
             absent = 1 - (object_score > 0).to(mem.dtype)  # (B, 1)
             mem = mem + absent[..., None, None] * self.no_obj_embed_spatial[..., None, None]
+        if cfg.perceiver is not None:
+            mem, pos = self.spatial_perceiver(mem, pos)
         return mem, pos
 
     def condition_on_memory(
@@ -301,9 +309,12 @@ class Sam2Model(nn.Module):
         dtype = feats.embed.dtype
         tokens, pos = [], []
         for m in memories:
-            tokens.append(m.features.to(dtype).flatten(2).transpose(1, 2))  # (B, hw, mem)
-            p = m.pos.to(dtype) + self.maskmem_tpos_enc[cfg.num_maskmem - m.slot - 1].view(1, -1, 1, 1)
-            pos.append(p.flatten(2).transpose(1, 2).expand_as(tokens[-1]))
+            f, p = m.features.to(dtype), m.pos.to(dtype)
+            if f.ndim == 4:  # a memory map
+                f, p = f.flatten(2).transpose(1, 2), p.flatten(2).transpose(1, 2)  # (B, hw, mem)
+            tokens.append(f)  # (B, tokens, mem)
+            p = p + self.maskmem_tpos_enc[cfg.num_maskmem - m.slot - 1].view(1, 1, -1)
+            pos.append(p.expand_as(f))
         num_ptr_tokens = 0
         if pointers is not None and pointers.shape[1] > 0:
             b, p_count, c = pointers.shape
@@ -320,4 +331,7 @@ class Sam2Model(nn.Module):
             pos.append(tpe.repeat_interleave(split, dim=0).unsqueeze(0).expand(b, -1, -1))
             num_ptr_tokens = p_count * split
         memory, memory_pos = torch.cat(tokens, dim=1), torch.cat(pos, dim=1)
-        return self.memory_attention(feats.embed, feats.pos, memory, memory_pos, num_ptr_tokens)
+        k_layout = None
+        if cfg.perceiver is not None:  # global latents (no rotation), then a grid of local latents
+            k_layout = (cfg.perceiver.num_latents, (cfg.perceiver.grid, cfg.perceiver.grid))
+        return self.memory_attention(feats.embed, feats.pos, memory, memory_pos, num_ptr_tokens, k_layout)

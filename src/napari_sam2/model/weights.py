@@ -1,7 +1,9 @@
 """Meta's official SAM 2 / SAM 2.1 checkpoints: registry, cache folder and verified download.
 
 The registry (`OFFICIAL_WEIGHTS`) names the eight checkpoints Meta released, with the URL on Meta's server,
-the Hugging Face copy, and the SHA-256 and size in bytes where a public source states them.
+the Hugging Face copy, and the SHA-256 and size in bytes where a public source states them. `FAMILY_WEIGHTS`
+names the other published models of the SAM2 family that our model package builds (EdgeTAM, MedSAM2), each
+with the architecture it needs (``WeightsInfo.config``); `get_weights_info` looks in both.
 
 Downloads stream into a temporary file next to the target (``<file>.part-<random>``), check the length the
 server announced, verify the SHA-256 where one is known, and only then move the file into place with
@@ -42,6 +44,7 @@ __all__ = [
     "CACHE_ENV_VAR",
     "MIRROR_ENV_VAR",
     "OFFICIAL_WEIGHTS",
+    "FAMILY_WEIGHTS",
     "ChecksumMismatchError",
     "DownloadCancelled",
     "UnknownWeightsError",
@@ -134,11 +137,15 @@ class WeightsInfo:
     Attributes:
         name: registry key, e.g. ``"sam2.1_hiera_tiny"``.
         filename: file name on disk, e.g. ``"sam2.1_hiera_tiny.pt"``.
-        url: Meta's download URL.
-        hf_repo: Hugging Face model repository, e.g. ``"facebook/sam2.1-hiera-tiny"``.
+        url: the publisher's download URL (Meta's server for SAM2).
+        hf_repo: Hugging Face model repository, e.g. ``"facebook/sam2.1-hiera-tiny"``; empty where the
+            publisher has no Hugging Face copy.
         hf_filename: file name inside ``hf_repo``.
         sha256: lowercase hex SHA-256 of the file, or None where no source states it.
         size_bytes: file size in bytes, or None where no source states it.
+        config: name of the model variant (``napari_sam2.model.get_config``) the file is built for, where
+            its weights alone do not tell (e.g. MedSAM2: SAM 2.1 tiny weights for a 512 input); None when
+            the architecture is recognised from the weights.
     """
 
     name: str
@@ -148,10 +155,13 @@ class WeightsInfo:
     hf_filename: str
     sha256: str | None = None
     size_bytes: int | None = None
+    config: str | None = None
 
     @property
-    def hf_url(self) -> str:
-        """Direct download URL of the Hugging Face copy."""
+    def hf_url(self) -> str | None:
+        """Direct download URL of the Hugging Face copy (None without one)."""
+        if not self.hf_repo:
+            return None
         return f"https://huggingface.co/{self.hf_repo}/resolve/main/{self.hf_filename}"
 
 
@@ -248,6 +258,46 @@ OFFICIAL_WEIGHTS: dict[str, WeightsInfo] = {
 }
 """The eight official checkpoints, keyed by name (the file name without ``.pt``)."""
 
+# Other models of the family. No publisher states a SHA-256 or a byte size for these files (none was found
+# in their READMEs, model cards or packages), so both are None: a download is accepted by its length as the
+# server announces it, and its digest is written to the ``.sha256`` sidecar so that later loads detect
+# corruption; the strict checkpoint loader then checks every tensor name and shape.
+# - edgetam: facebookresearch/EdgeTAM README, "Downloading the model" (checkpoints/edgetam.pt in the git
+#   repository; Apache-2.0). No Hugging Face model repository is named there.
+# - MedSAM2_*: bowang-lab/MedSAM2 README download list, Hugging Face repository wanglab/MedSAM2 (the
+#   repository and MedSAM2_CTLesion.pt are also named by the medsam2-mlx 0.2.1 package). All are SAM 2.1
+#   tiny weights fine-tuned for a 512 input (the authors' sam2.1_hiera_t512.yaml), hence ``config``.
+_MEDSAM2_FILES = (
+    "MedSAM2_latest",
+    "MedSAM2_2411",
+    "MedSAM2_US_Heart",
+    "MedSAM2_MRI_LiverLesion",
+    "MedSAM2_CTLesion",
+)
+
+FAMILY_WEIGHTS: dict[str, WeightsInfo] = {
+    "edgetam": WeightsInfo(
+        name="edgetam",
+        filename="edgetam.pt",
+        url="https://github.com/facebookresearch/EdgeTAM/raw/main/checkpoints/edgetam.pt",
+        hf_repo="",
+        hf_filename="",
+        config="edgetam",
+    ),
+    **{
+        name: WeightsInfo(
+            name=name,
+            filename=f"{name}.pt",
+            url=f"https://huggingface.co/wanglab/MedSAM2/resolve/main/{name}.pt",
+            hf_repo="wanglab/MedSAM2",
+            hf_filename=f"{name}.pt",
+            config="medsam2",
+        )
+        for name in _MEDSAM2_FILES
+    },
+}
+"""Checkpoints of other SAM2-family models (EdgeTAM, MedSAM2), keyed by name (file name without ``.pt``)."""
+
 
 def get_weights_info(name_or_info: str | WeightsInfo) -> WeightsInfo:
     """Look up a checkpoint by name (``"sam2.1_hiera_tiny"``; the file name with ``.pt`` also works).
@@ -255,17 +305,18 @@ def get_weights_info(name_or_info: str | WeightsInfo) -> WeightsInfo:
     A `WeightsInfo` is returned unchanged, so callers can pass custom entries (other URLs, local mirrors).
 
     Raises:
-        UnknownWeightsError: the name is not in `OFFICIAL_WEIGHTS`; the message lists the valid names.
+        UnknownWeightsError: the name is in neither `OFFICIAL_WEIGHTS` nor `FAMILY_WEIGHTS`; the message
+            lists the valid names.
     """
     if isinstance(name_or_info, WeightsInfo):
         return name_or_info
     key = str(name_or_info).strip()
     if key.endswith(".pt"):
         key = key[: -len(".pt")]
-    info = OFFICIAL_WEIGHTS.get(key)
+    info = OFFICIAL_WEIGHTS.get(key) or FAMILY_WEIGHTS.get(key)
     if info is not None:
         return info
-    valid = list(OFFICIAL_WEIGHTS)
+    valid = [*OFFICIAL_WEIGHTS, *FAMILY_WEIGHTS]
     close = difflib.get_close_matches(key, valid, n=3, cutoff=0.6)
     hint = f" Did you mean {' or '.join(repr(c) for c in close)}?" if close else ""
     raise UnknownWeightsError(
@@ -378,7 +429,7 @@ def _default_urls(info: WeightsInfo) -> list[str]:
     mirror = os.environ.get(MIRROR_ENV_VAR, "").strip()
     if mirror:
         urls.append(f"{mirror.rstrip('/')}/{info.filename}")
-    urls += [info.url, info.hf_url]
+    urls += [u for u in (info.url, info.hf_url) if u]
     return list(dict.fromkeys(urls))  # drop duplicates, keep order
 
 
@@ -527,7 +578,7 @@ def _manual_instructions(info: WeightsInfo, folder: Path, urls: Sequence[str]) -
 
 
 def _manual_urls(info: WeightsInfo, tried: Sequence[str]) -> list[str]:
-    return list(dict.fromkeys([*tried, info.url, info.hf_url]))
+    return list(dict.fromkeys(u for u in (*tried, info.url, info.hf_url) if u))
 
 
 def download_weights(

@@ -1,0 +1,185 @@
+"""Run the authors' code of a SAM2-family model (EdgeTAM, ...) as a test oracle, in its own process.
+
+The authors' packages install under the import name ``sam2``, like Meta's reference that the other
+parity tests import, so they never share a process with it: a test runs
+
+    python tests/family_oracle.py ORACLE_DIR JOB.json
+
+which puts ``ORACLE_DIR`` (a ``pip install --target`` folder) first on ``sys.path``, builds the
+authors' model with seeded random weights, saves them as an official checkpoint
+(``{"model": state_dict}``), runs the job and writes every output with ``torch.save``. The test
+then loads the checkpoint into our model and compares in its own process.
+
+Jobs (JSON): ``{"kind": "image" | "video", "config": "edgetam.yaml", "image_size": 512,
+"seed": 0, "overrides": {...}, "checkpoint": PATH, "out": PATH, ...}``; see :func:`run_image`
+and :func:`run_video` for the rest, and :func:`_perceiver_one_object_at_a_time`.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+
+def _offline_timm(sam2) -> None:
+    """The authors' RepViT trunk asks timm for ImageNet weights; build it without downloading."""
+    try:
+        import sam2.modeling.backbones.timm as timm_backbone
+    except ImportError:  # families without a timm trunk
+        return
+    create = timm_backbone.create_model
+    timm_backbone.create_model = lambda *a, **k: create(*a, **{**k, "pretrained": False})
+
+
+def _perceiver_one_object_at_a_time(torch) -> None:
+    """The authors' ``PerceiverResampler.forward_2d`` calls ``.view`` on an expanded tensor, which
+    fails for more than one object in a batch ("view size is not compatible with input tensor's
+    size and stride"), so their video predictor cannot track two objects. With
+    ``"split_perceiver_batch": true`` the oracle runs that function once per object (the same
+    arithmetic per object) so that the rest of their pipeline can be compared with ours."""
+    from sam2.modeling.perceiver import PerceiverResampler
+
+    one = PerceiverResampler.forward_2d
+
+    def per_object(self, x):
+        outs = [one(self, x[i : i + 1]) for i in range(x.shape[0])]
+        return torch.cat([o[0] for o in outs]), torch.cat([o[1] for o in outs])
+
+    PerceiverResampler.forward_2d = per_object
+
+
+def _randomise(model, torch) -> None:
+    """Values that trained checkpoints have and the initialisation lacks (so nothing is trivially
+    0 or 1): batch-norm statistics and affine terms, layer-scale gammas, a positive object score."""
+    gen = torch.Generator().manual_seed(123)
+
+    def rand(t, lo, hi):
+        return torch.rand(t.shape, generator=gen) * (hi - lo) + lo
+
+    with torch.no_grad():
+        for m in model.modules():
+            if isinstance(m, torch.nn.BatchNorm2d):
+                m.weight.copy_(rand(m.weight, 0.5, 1.0))
+                m.bias.copy_(rand(m.bias, -0.1, 0.1))
+                m.running_mean.copy_(rand(m.running_mean, -0.1, 0.1))
+                m.running_var.copy_(rand(m.running_var, 0.5, 1.5))
+        model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(2.0)
+        for layer in model.memory_encoder.fuser.layers:
+            layer.gamma.fill_(0.5)
+
+
+def _build(job: dict):
+    import sam2
+    import torch
+    from sam2.build_sam import build_sam2, build_sam2_video_predictor
+
+    _offline_timm(sam2)
+    if job.get("split_perceiver_batch"):
+        _perceiver_one_object_at_a_time(torch)
+    extra = [f"++model.image_size={job['image_size']}"] + [
+        f"++model.{k}={v}" for k, v in job.get("overrides", {}).items()
+    ]
+    torch.manual_seed(job.get("seed", 0))
+    builder = build_sam2_video_predictor if job["kind"] == "video" else build_sam2
+    model = builder(job["config"], None, device="cpu", hydra_overrides_extra=extra)
+    _randomise(model, torch)
+    model.eval()
+    torch.save({"model": model.state_dict()}, job["checkpoint"])
+    return model, torch
+
+
+def run_image(job: dict) -> dict:
+    """Encoder levels and decoder outputs for ``job["prompts"]``: name -> [coords, labels,
+    use_previous_mask, multimask] with coords as nested lists (B, N, 2) in model pixels (x, y)."""
+    model, torch = _build(job)
+    s = job["image_size"]
+    torch.manual_seed(7)
+    x = torch.randn(1, 3, s, s)
+    out: dict = {"x": x}
+    with torch.inference_mode():
+        out["trunk"] = list(model.image_encoder.trunk(x))
+        back = model.forward_image(x)
+        out["fpn"] = list(back["backbone_fpn"])
+        out["pos"] = list(back["vision_pos_enc"])
+        embed = back["backbone_fpn"][2] + model.no_mem_embed.view(1, -1, 1, 1)
+        pe = model.sam_prompt_encoder
+        hr = [back["backbone_fpn"][0], back["backbone_fpn"][1]]
+
+        def decode(coords, labels, mask, multi):
+            sparse, dense = pe(points=(coords, labels), boxes=None, masks=mask)
+            return model.sam_mask_decoder(
+                image_embeddings=embed,
+                image_pe=pe.get_dense_pe(),
+                sparse_prompt_embeddings=sparse,
+                dense_prompt_embeddings=dense,
+                multimask_output=multi,
+                repeat_image=False,
+                high_res_features=hr,
+            )
+
+        out["decoded"] = {}
+        for name, (coords, labels, use_mask, multi) in job["prompts"].items():
+            coords = torch.tensor(coords, dtype=torch.float32)
+            labels = torch.tensor(labels, dtype=torch.int32)
+            mask = None
+            if use_mask:
+                first = decode(coords, labels, None, True)
+                mask = first[0][:, first[1].argmax(-1)].clamp(-32, 32)
+            masks, iou, tokens, score = decode(coords, labels, mask, multi)
+            out["decoded"][name] = {
+                "mask_in": mask,
+                "masks": masks,
+                "iou": iou,
+                "tokens": tokens,
+                "score": score,
+            }
+    return out
+
+
+def run_video(job: dict) -> dict:
+    """The authors' video predictor on the JPEG folder ``job["clip"]`` through ``job["steps"]``:
+    ``["points", frame, obj_id, [[x, y], ...], [labels], clear]``, ``["box", frame, obj_id,
+    [x0, y0, x1, y1]]`` and ``["propagate", start, reverse]``. Records each step's masks."""
+    predictor, torch = _build(job)
+    import numpy as np
+
+    records = []
+    with torch.inference_mode():
+        state = predictor.init_state(job["clip"])
+        for step in job["steps"]:
+            if step[0] == "points":
+                _, frame, obj, pts, labels, clear = step
+                _, ids, masks = predictor.add_new_points_or_box(
+                    state,
+                    frame,
+                    obj,
+                    points=np.array(pts, np.float32),
+                    labels=np.array(labels, np.int32),
+                    clear_old_points=clear,
+                )
+                records.append({frame: (list(ids), masks.clone())})
+            elif step[0] == "box":
+                _, frame, obj, box = step
+                _, ids, masks = predictor.add_new_points_or_box(
+                    state, frame, obj, box=np.array(box, np.float32)
+                )
+                records.append({frame: (list(ids), masks.clone())})
+            else:
+                _, start, reverse = step
+                run = predictor.propagate_in_video(state, start_frame_idx=start, reverse=reverse)
+                records.append({t: (list(ids), m.clone()) for t, ids, m in run})
+    return {"images": state["images"], "records": records}
+
+
+def main(oracle_dir: str, job_file: str) -> None:
+    sys.path.insert(0, oracle_dir)
+    job = json.loads(Path(job_file).read_text())
+    out = run_image(job) if job["kind"] == "image" else run_video(job)
+    import torch
+
+    torch.save(out, job["out"])
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])
