@@ -67,17 +67,21 @@ def pair(tmp_path_factory):
     return ref, ours
 
 
+# Stability thresholds lie in gaps between the cases' scores: with 0.95 and 0.9, some masks'
+# scores could land on either side of the threshold on another CPU (0.9499 may become 0.9502, see
+# NEAR below), so which masks survive would depend on the CPU. 0.955 and 0.946 are clear of every
+# score's bounds by more than 1e-3.
 PARITY_CASES = {
     "filters": {
         "points_per_side": 8,
         "pred_iou_thresh": 0.51,
-        "stability_score_thresh": 0.95,
+        "stability_score_thresh": 0.955,
         "box_nms_thresh": 0.95,
     },
     "crop_layers": {
         "points_per_side": 8,
         "pred_iou_thresh": 0.0,
-        "stability_score_thresh": 0.9,
+        "stability_score_thresh": 0.946,
         "box_nms_thresh": 0.99,
         "crop_n_layers": 1,
         "crop_n_points_downscale_factor": 2,
@@ -100,13 +104,64 @@ PARITY_CASES = {
 }
 
 
+# How far a logit may move between CPU kernels here. The decoders are scaled 300x (see `pair`), so
+# logits reach 60-170 in magnitude. Measured (Xeon): ours and the reference give identical
+# logits, stabilities and IoUs under ATEN_CPU_CAPABILITY=avx512 (native), avx2 and default; the
+# reference under avx2 or default instead of avx512 moves the logits by up to 3.3e-4 and 5.9e-4
+# (up to 1e-5 of their magnitude: summation order). NEAR is five times the larger. A pixel whose
+# logit lies within NEAR of a threshold may fall either side on another CPU (issue 24: stability
+# 0.87256 vs 0.87245 on an AVX2-only AMD CPU), and only such pixels may differ.
+NEAR = 3e-3
+SCORE_ATOL = 1e-5  # predicted IoU: the image path's score tolerance (test_parity_image.py)
+
+
+def _record_reference_counts(monkeypatch) -> dict[float, list[tuple[int, ...]]]:
+    """Per stability value the reference computes: (I, U, near I, near U, near 0) of the masks with
+    that value, where I and U count logits above threshold + offset and threshold - offset, and
+    "near" counts logits within NEAR of threshold + offset, threshold - offset and threshold."""
+    import sam2.automatic_mask_generator as amg
+
+    seen: dict[float, list[tuple[int, ...]]] = {}
+    original = amg.calculate_stability_score
+
+    def counting(masks, threshold, offset):
+        out = original(masks, threshold, offset)
+        flat = masks.flatten(-2)
+        counts = [
+            (flat > threshold + offset).sum(-1),
+            (flat > threshold - offset).sum(-1),
+            ((flat - threshold - offset).abs() <= NEAR).sum(-1),
+            ((flat - threshold + offset).abs() <= NEAR).sum(-1),
+            ((flat - threshold).abs() <= NEAR).sum(-1),
+        ]
+        for value, *c in zip(out.flatten().tolist(), *(x.flatten().tolist() for x in counts)):
+            seen.setdefault(value, []).append(tuple(c))
+        return out
+
+    monkeypatch.setattr(amg, "calculate_stability_score", counting)
+    return seen
+
+
+def _stability_bounds(counts: list[tuple[int, ...]]) -> tuple[float, float]:
+    """Smallest and largest stability I / U once every near-threshold pixel may flip."""
+    lows, highs = [], []
+    for inter, union, near_i, near_u, _ in counts:
+        lows.append(max(inter - near_i, 0) / (union + near_u))
+        highs.append(min((inter + near_i) / max(union - near_u, 1), 1.0))
+    return min(lows), max(highs)
+
+
 @pytest.mark.reference
 @pytest.mark.parametrize("case", list(PARITY_CASES))
 def test_same_masks_as_the_reference_generator(pair, case, monkeypatch):
+    """Masks, scores and boxes equal to the reference's, except what near-threshold logits allow:
+    a stability score may move within the bounds its near-threshold pixels give (exactly equal
+    when there are none), and a mask may differ only in as many pixels as lie near 0."""
     from sam2.automatic_mask_generator import SAM2AutomaticMaskGenerator
 
     ref, ours = pair
     opts = PARITY_CASES[case]
+    counts = _record_reference_counts(monkeypatch)
     if opts.get("min_mask_region_area"):
         # the reference skips this step without its CUDA kernel; give it a CPU kernel so that
         # where and how the step runs (low-res logits, before upsampling) is compared too
@@ -120,14 +175,23 @@ def test_same_masks_as_the_reference_generator(pair, case, monkeypatch):
     expected = gen.generate(img)
     got = generate_masks(ours, img, window=(0, 255), **opts)
     assert len(expected) >= 2, "the case must produce masks to compare"
+    # which masks survive is decided by thresholds: the case must not have a mask whose stability
+    # could land on either side of the filter's threshold, or the lists may differ on another CPU
+    thresh = opts["stability_score_thresh"]
+    straddling = [v for v, c in counts.items() if _stability_bounds(c)[0] < thresh <= _stability_bounds(c)[1]]
+    assert not straddling, f"stability {straddling} may fall either side of {thresh}: change the case"
     assert len(got) == len(expected)
     for a, b in zip(expected, got):
-        np.testing.assert_array_equal(b.full(img.shape[:2]), a["segmentation"])
-        assert b.score == pytest.approx(a["predicted_iou"], abs=1e-5)
-        assert b.stability == pytest.approx(a["stability_score"], abs=1e-5)
-        assert b.area == a["area"]
-        x, y, w, h = a["bbox"]
-        assert b.bbox == (y, x, y + h + 1, x + w + 1)  # the reference's box ends are inclusive
+        low, high = _stability_bounds(counts[a["stability_score"]])
+        near_zero = max(c[4] for c in counts[a["stability_score"]])
+        assert low <= b.stability <= high or b.stability == pytest.approx(a["stability_score"], abs=1e-7)
+        differ = int((b.full(img.shape[:2]) != a["segmentation"]).sum())
+        assert differ <= near_zero and abs(b.area - a["area"]) <= near_zero, (differ, near_zero)
+        assert b.score == pytest.approx(a["predicted_iou"], abs=SCORE_ATOL)
+        if not differ:
+            x, y, w, h = a["bbox"]
+            assert b.bbox == (y, x, y + h + 1, x + w + 1)  # the reference's box ends are inclusive
+        # click positions come from the point grid, not from the network: float32 rounding only
         assert b.point[::-1] == pytest.approx(tuple(a["point_coords"][0]), abs=1e-4)
 
 

@@ -1,6 +1,8 @@
 """Parity with Meta's reference (sam2==1.1.0) on the image path, identical random weights.
 
-Logits within 1e-4, binary masks identical, IoU and object scores within 1e-5. Runs on
+Logits within 1e-4; binary masks identical except where the reference's logit lies within that
+tolerance of the threshold 0 (such a pixel may fall either side on another CPU); IoU and object
+scores within 1e-5. See the tolerances below for the measurements behind them. Runs on
 ``NAPARI_SAM2_TEST_DEVICE`` (default CPU; see conftest.py), with the same tolerances there.
 """
 
@@ -16,6 +18,16 @@ from reference import build_reference, hydra_config_name, ours_from
 require_reference()
 pytestmark = pytest.mark.reference
 
+# The tolerances come from how far fp32 results move between CPU kernels, not from how close the
+# two implementations happen to be on one machine. Measured on the three fast cases (Xeon,
+# torch 2.15): ours and the reference agree bit for bit under ATEN_CPU_CAPABILITY=avx512 (native
+# here), avx2 and default (scalar); the same model under avx2 or default instead of avx512 moves
+# decoder logits (magnitude <= 0.55) by up to 5.1e-7 and IoU / object scores by up to 6e-8
+# (summation order in matmuls, convolutions and softmax differs per kernel). Both tolerances sit
+# more than a hundred times above that, for kernels not measured here (AMD CPUs, other BLAS
+# builds) and the deeper 1024-pixel case, which were not measured. Masks: 1-2 pixels per case have a
+# reference logit within LOGIT_ATOL of 0, so exact mask equality would hang on the CPU; those
+# pixels alone may differ (same_masks).
 LOGIT_ATOL, SCORE_ATOL = 1e-4, 1e-5
 CASES = [
     pytest.param(("sam2.1_hiera_tiny", 1024), marks=pytest.mark.slow, id="sam2.1_tiny-1024"),
@@ -41,6 +53,15 @@ def close(a, b, atol):
     assert a.shape == b.shape
     diff = (a - b).abs().max().item()
     assert diff <= atol, f"max abs diff {diff:.3g} > {atol}"
+
+
+def same_masks(ref_logits, ours, atol=LOGIT_ATOL):
+    """Binary masks (logits > 0) agree wherever the reference's logit is more than ``atol`` from
+    the threshold; a pixel within ``atol`` of it may fall either side with other CPU kernels."""
+    ref_logits, ours = torch.as_tensor(ref_logits), torch.as_tensor(ours)
+    differ = (ref_logits > 0) != ours
+    near = ref_logits.abs() <= atol
+    assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} pixels differ away from the threshold"
 
 
 def test_trunk_neck_and_embeddings(pair):
@@ -112,7 +133,7 @@ def test_decoder_outputs(pair, prompt):
     r_masks, r_iou, r_tokens, r_obj = ref_decode(mask, multimask)
     o = ours.decode(ours.embed_without_memory(of), of.high_res, coords, labels, mask, multimask)
     close(r_masks, o.masks, LOGIT_ATOL)
-    assert torch.equal(r_masks > 0, o.masks > 0)
+    same_masks(r_masks, o.masks > 0)
     close(r_iou, o.iou, SCORE_ATOL)
     close(r_obj, o.object_score, SCORE_ATOL)
     close(r_tokens, o.tokens, LOGIT_ATOL)
@@ -158,15 +179,17 @@ def test_whole_image_path_equals_sam2_image_predictor(pair):
     img[100:200, 150:260] = (230, 60, 40)
     ref_pred = SAM2ImagePredictor(ref)
     ref_pred.set_image(img)
-    r_masks, r_iou, r_low = ref_pred.predict(
-        point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1])
+    r_logits, r_iou, r_low = ref_pred.predict(
+        point_coords=np.array([[200.0, 150.0]]), point_labels=np.array([1]), return_logits=True
     )
+    r_masks = r_logits > 0
 
     pred = ImagePredictor(ours)
     pred.set_image(img, window=(0, 255))
     out = pred.predict(Prompt(points=[[150, 200]], labels=[1]), multimask=True)  # (row, col)
     assert out.masks.shape == r_masks.shape == (3, 300, 400)
     assert (out.low_res[(0, 0)].numpy() - r_low).__abs__().max() <= LOGIT_ATOL
-    assert np.array_equal(out.masks, r_masks.astype(bool))
+    # bilinear upsampling is a convex combination: full-size logits move no more than low-res ones
+    same_masks(r_logits, out.masks)
     np.testing.assert_allclose(out.scores, r_iou, atol=SCORE_ATOL)
     assert 0 < r_masks[0].sum() < r_masks[0].size

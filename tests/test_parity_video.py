@@ -23,7 +23,19 @@ require_reference()
 pytestmark = pytest.mark.reference
 
 SIZE, H, W = 256, 60, 80
+# fp32 logits, pointers and memory features: the image path's tolerances (test_parity_image.py
+# says how they were measured across CPU kernels), as the memory path runs the same kinds of
+# layers at the same widths. Binary masks agree except where the reference's logit lies within
+# LOGIT_ATOL of 0, where another CPU's kernels may put it on the other side.
 LOGIT_ATOL = 1e-4
+SCORE_ATOL = 1e-5
+# Memories are stored in bfloat16 (8-bit significand): two fp32 values a hair apart can round to
+# neighbouring bfloat16 numbers, one unit in the last place apart, which is at most 2**-7 (0.78 %)
+# of the value; rtol 1e-2 allows exactly one such step, atol 1e-3 the same near zero.
+MEMORY_RTOL, MEMORY_ATOL = 1e-2, 1e-3
+# Sine position encodings of fixed coordinates, values in [-1, 1]: sin/cos differ by a few units
+# in the last place (6e-8 each) between vectorised and scalar kernels; 1e-6 is about 16 of them.
+POS_ATOL = 1e-6
 
 
 def write_clip(folder: Path, frames: int) -> Path:
@@ -56,7 +68,8 @@ def assert_frame_equal(ref_masks, ref_ids, ours: dict):
             continue
         diff = (r - ours[obj_id]).abs().max().item()
         assert diff <= LOGIT_ATOL, f"object {obj_id}: max abs diff {diff:.3g}"
-        assert torch.equal(r > 0, ours[obj_id] > 0)
+        flipped = ((r > 0) != (ours[obj_id] > 0)) & (r.abs() > LOGIT_ATOL)
+        assert not flipped.any(), f"object {obj_id}: {int(flipped.sum())} pixels differ away from the threshold"
 
 
 def assert_state_equal(ref, state, tracker: Tracker):
@@ -71,9 +84,11 @@ def assert_state_equal(ref, state, tracker: Tracker):
         for r, o in pairs:
             assert (r["pred_masks"] - o.low_res).abs().max() <= LOGIT_ATOL
             assert (r["obj_ptr"] - o.obj_ptr).abs().max() <= LOGIT_ATOL
-            assert (r["object_score_logits"] - o.object_score).abs().max() <= 1e-5
+            assert (r["object_score_logits"] - o.object_score).abs().max() <= SCORE_ATOL
             assert r["maskmem_features"].dtype == o.memory.dtype == torch.bfloat16
-            torch.testing.assert_close(r["maskmem_features"].float(), o.memory.float(), rtol=1e-2, atol=1e-3)
+            torch.testing.assert_close(
+                r["maskmem_features"].float(), o.memory.float(), rtol=MEMORY_RTOL, atol=MEMORY_ATOL
+            )
 
 
 @pytest.mark.parametrize("variant", ["sam2.1_hiera_tiny", "sam2_hiera_tiny"])
@@ -129,7 +144,7 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
     r_mem = ref.memory_encoder(feats.embed, mask, skip_mask_sigmoid=False)
     o_mem, o_pos = ours.memory_encoder(feats.embed, torch.sigmoid(mask))
     assert (r_mem["vision_features"] - o_mem).abs().max() <= LOGIT_ATOL
-    assert (r_mem["vision_pos_enc"][0] - o_pos).abs().max() <= 1e-6
+    assert (r_mem["vision_pos_enc"][0] - o_pos).abs().max() <= POS_ATOL
 
     # two spatial memories (4 x 4 grid of 64-d tokens each) and 3 pointers split into 4 tokens each
     e = SIZE // 16
@@ -154,7 +169,7 @@ def test_memory_encoder_and_memory_attention_modules(tmp_path):
     )
     o_feats, o_pos = ours.encode_memory(feats, low, score, from_clicks=True)
     assert (r_feats - o_feats).abs().max() <= LOGIT_ATOL
-    assert (r_pos[0] - o_pos).abs().max() <= 1e-6
+    assert (r_pos[0] - o_pos).abs().max() <= POS_ATOL
     cond = ours.condition_on_memory(
         feats,
         [Memory(o_feats, o_pos, 0)],

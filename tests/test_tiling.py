@@ -68,3 +68,16 @@ def test_blend_weights_fall_to_zero_at_inner_edges_only():
 def test_bad_parameters(hw, tile, overlap):
     with pytest.raises(TilingError):
         TileGrid.for_plane(hw, tile, overlap)
+
+
+def test_view_around_keeps_a_roomy_grid_tile_and_centres_on_points_elsewhere():
+    grid = TileGrid.for_plane((640, 600), 256, overlap=64)  # starts 0, 192, 384 and 0, 192, 344
+    t = grid.view_around(np.array([320.0]), np.array([330.0]))  # 128 / 138 px from tile (1, 1)'s edges
+    assert t.index == (1, 1) and t in grid.tiles
+    corner = grid.view_around(np.array([224.0]), np.array([224.0]))  # where four tiles meet
+    assert corner.bounds() == (96, 352, 96, 352) and corner.index == (-97, -97) and corner not in grid.tiles
+    assert grid.tile_at(corner.index) == corner and grid.tile_at((2, 1)) == grid.tiles[7]
+    edge = grid.view_around(np.array([5.0]), np.array([590.0]))  # a corner of the plane: shifted inside
+    assert edge.bounds() == (0, 256, 344, 600) and edge.index == (0, 2)  # ... which is a grid tile there
+    assert grid.view_around(np.array([224.0]), np.array([224.0]), margin=0).index == (0, 0)  # first nearest
+    assert grid.view_around(np.array([0.0, 600.0]), np.array([0.0, 0.0])) is None  # no view holds both

@@ -7,8 +7,10 @@ predictor. Larger planes are cut into overlapping tiles encoded at native resolu
 
 How a prompt becomes one mask on a tiled plane:
 
-1. *Seed tiles.* A prompt that fits in one tile goes to the tile whose centre is nearest to it;
-   a larger one (a big box, far-apart clicks) goes to every tile it overlaps, each with its own
+1. *Seed tiles.* A prompt that fits in one tile goes to the tile whose centre is nearest to it,
+   and, if it lies less than a quarter tile from that tile's inner edges, also to a tile-sized
+   view centred on it (an object on a seam or where four tiles meet is then whole in one view;
+   :meth:`.tiling.TileGrid.view_around`); a larger one (a big box, far-apart clicks) goes to every tile it overlaps, each with its own
    part of the prompt (box clipped to the tile).
 2. *Growth.* Where a tile's mask reaches one of its edges that lies inside the plane, the object
    may go on in the neighbouring tile. That tile is decoded with positive clicks placed deepest
@@ -17,7 +19,8 @@ How a prompt becomes one mask on a tiled plane:
    ``max_tiles`` is reached).
 3. *Blending.* Overlapping tiles' logits are averaged with weights that fall to zero towards edges
    inside the plane (:func:`.tiling.blend_weights`), so there is no seam; the mask is the blended
-   logits above 0, keeping the connected pieces that touch the seed tiles' masks.
+   logits above 0, keeping the connected pieces under the positive clicks (for a box or a mask
+   input: the pieces that touch the seed tiles' masks).
 
 Coordinates are (row, col) plane pixels everywhere; :func:`.prompts.to_model_xy` is the only
 place that turns them into the model's (x, y).
@@ -105,7 +108,8 @@ class Prediction:
         scores: (K,) predicted IoU of each candidate.
         bbox: (row0, row1, col0, col1) of the plane that ``masks`` covers.
         plane_hw: (H, W) of the plane.
-        tiles: grid indices of the tiles that were decoded.
+        tiles: grid indices of the tiles that were decoded (negative for a view centred on the
+            prompt, see :meth:`.tiling.TileGrid.view_around`).
         low_res: per tile index, the decoder's (K, S/4, S/4) logits, to refine with a new prompt.
     """
 
@@ -303,9 +307,9 @@ class ImagePredictor:
             tiles = grid.tiles_overlapping(rows.min(), rows.max(), cols.min(), cols.max())
             return [(t, _TilePrompt(np.zeros((0, 2)), np.zeros(0, dtype=np.int64))) for t in tiles]
         rows, cols = np.array([c[0] for c in corners]), np.array([c[1] for c in corners])
-        best = grid.best_tile(rows, cols)
-        if best is not None:
-            return [(best, _TilePrompt(pts, labels, box))]
+        views = self._views_for(rows, cols, mask_input)
+        if views:
+            return [(v, _TilePrompt(pts, labels, box)) for v in views]
         seeds = []
         for t in grid.tiles_overlapping(rows.min(), rows.max(), cols.min(), cols.max()):
             inside = np.array([t.contains(r, c) for r, c in pts], dtype=bool)
@@ -316,6 +320,28 @@ class ImagePredictor:
                 continue  # only negative clicks here: nothing to segment in this tile
             seeds.append((t, _TilePrompt(pts[inside], labels[inside], tb)))
         return seeds
+
+    def _views_for(self, rows: np.ndarray, cols: np.ndarray, mask_input) -> list[Tile]:
+        """The views a prompt that fits in one tile is decoded in, blended as seeds.
+
+        The grid tile whose centre is nearest (its embeddings may be cached), and, where the
+        prompt lies less than a quarter tile from one of that tile's inner edges, also a view
+        centred on the prompt (:meth:`.TileGrid.view_around`), which holds an object near a seam
+        or a four-tile corner whole instead of cut. Blending the two measured better with the
+        demo model than either alone (tests/test_tiling_demo.py). When refining a previous
+        :class:`Prediction`, its own centred view is kept if it still holds the points, so the
+        refinement starts from that view's logits.
+        """
+        _, grid = self._require_image()
+        best = grid.best_tile(rows, cols)
+        view = grid.view_around(rows, cols)
+        if best is None or view is None:
+            return []
+        if isinstance(mask_input, Prediction) and view.index not in mask_input.low_res:
+            held = [grid.tile_at(i) for i in mask_input.low_res if i[0] < 0]
+            held = [t for t in held if all(t.contains(r, c) for r, c in zip(rows, cols))]
+            view = held[0] if held else view
+        return [best] if view.index == best.index else [best, view]
 
     def _expansions(
         self, tile: Tile, logits: np.ndarray, done: set, prompt: Prompt | None
@@ -451,11 +477,11 @@ class ImagePredictor:
                 low_res.setdefault(tile.index, []).append(low[0])
                 if len(logits) < self.max_tiles:
                     queue += self._expansions(tile, lg[0], set(logits) | {t.index for t, _ in queue}, prompt)
-            masks.append(self._blend(logits, anchor_tiles))
+            masks.append(self._blend(logits, anchor_tiles, prompt))
             scores.append(float(np.mean([iou[k] for _, _, iou, _ in seed_out])))
             used |= set(logits)
 
-        tiles = [t for t in grid.tiles if t.index in used]
+        tiles = [grid.tile_at(i) for i in used]  # grid tiles and views around prompts
         r0 = min(t.clipped(grid.plane_hw)[0] for t in tiles)
         r1 = max(t.clipped(grid.plane_hw)[1] for t in tiles)
         c0 = min(t.clipped(grid.plane_hw)[2] for t in tiles)
@@ -467,7 +493,9 @@ class ImagePredictor:
         lows = {idx: torch.stack(v) for idx, v in low_res.items() if len(v) == k_count}
         return Prediction(stacked, np.array(scores, dtype=np.float32), bbox, grid.plane_hw, sorted(used), lows)
 
-    def _blend(self, logits: dict, anchor_tiles: set) -> tuple[np.ndarray, tuple[int, int]]:
+    def _blend(
+        self, logits: dict, anchor_tiles: set, prompt: Prompt | None = None
+    ) -> tuple[np.ndarray, tuple[int, int]]:
         """Weighted average of overlapping tiles' logits -> (mask over the tiles' bbox, its origin)."""
         _, grid = self._require_image()
         tiles = [t for t, _ in logits.values()]
@@ -485,8 +513,38 @@ class ImagePredictor:
                 anchor[t0 - r0 : t1 - r0, u0 - c0 : u1 - c0] |= lg > 0
         mask = np.zeros(num.shape, dtype=bool)
         np.greater(num, 0, out=mask, where=den > 0)
-        if len(logits) > 1:  # keep the pieces connected to what the seed tiles found
-            lab, _ = ndimage.label(mask, structure=np.ones((3, 3)))
-            keep = np.unique(lab[anchor & mask])
-            mask = np.isin(lab, keep[keep > 0])
+        if not grid.untiled:
+            mask = _pieces_at_prompt(mask, anchor, prompt, (r0, c0))
         return mask, (r0, c0)
+
+
+def _pieces_at_prompt(
+    mask: np.ndarray, anchor: np.ndarray, prompt: Prompt | None, origin: tuple[int, int]
+) -> np.ndarray:
+    """On a tiled plane, the pieces of ``mask`` (8-connected) that belong to the prompt.
+
+    With positive clicks: the pieces under them, or the piece nearest to them when no click lies
+    on the mask (a blended mask can miss a click's own pixel). Otherwise (box, mask input): the
+    pieces that touch what the seed views found (``anchor``). ``origin`` is the (row, col) of
+    ``mask[0, 0]`` in the plane. An untiled plane keeps SAM2's own mask, pieces and all.
+    """
+    lab, n = ndimage.label(mask, structure=np.ones((3, 3)))
+    if n <= 1:
+        return mask
+    clicks = np.zeros((0, 2), dtype=np.int64)
+    if prompt is not None and len(prompt.points):
+        pos = np.asarray(prompt.points, dtype=np.float64)[np.asarray(prompt.labels) == 1]
+        clicks = np.rint(pos - np.asarray(origin)).astype(np.int64)
+        inside = (clicks >= 0).all(axis=1) & (clicks < np.asarray(mask.shape)).all(axis=1)
+        clicks = clicks[inside]
+    if len(clicks):
+        keep = np.unique(lab[clicks[:, 0], clicks[:, 1]])
+        keep = keep[keep > 0]
+        if not len(keep):  # no click on the mask: the piece nearest to one
+            dist, (ir, ic) = ndimage.distance_transform_edt(lab == 0, return_indices=True)
+            nearest = [lab[ir[r, c], ic[r, c]] for r, c in clicks]
+            keep = np.array([nearest[int(np.argmin([dist[r, c] for r, c in clicks]))]])
+    else:
+        keep = np.unique(lab[anchor & mask])
+        keep = keep[keep > 0]
+    return np.isin(lab, keep)

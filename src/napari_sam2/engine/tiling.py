@@ -119,6 +119,53 @@ class TileGrid:
 
         return min(candidates, key=dist)
 
+    def view_around(self, rows: np.ndarray, cols: np.ndarray, margin: int | None = None) -> Tile | None:
+        """A tile-sized view in which the given points have room around them.
+
+        The grid tile chosen by :meth:`best_tile` if the points' bounding box lies at least
+        ``margin`` pixels (default a quarter tile) from each of its edges inside the plane (its
+        embeddings may be cached already); otherwise a view centred on the points, shifted
+        inward to lie inside the plane like the grid's last tiles. Such a view is not one of
+        ``tiles``; its ``index`` is ``(-1 - row0, -1 - col0)``: negative, and the same for the
+        same position, so it can key per-tile results like a grid index. An object no wider than
+        about twice ``margin`` around the points is then whole in one view, where the grid may
+        place it on a seam or where four tiles meet. None if no tile-sized view holds all points.
+        """
+        if self.untiled:
+            return self.tiles[0]
+        margin = self.tile_size // 4 if margin is None else int(margin)
+        rows, cols = np.asarray(rows, dtype=np.float64), np.asarray(cols, dtype=np.float64)
+        lo_r, hi_r, lo_c, hi_c = rows.min(), rows.max(), cols.min(), cols.max()
+        best = self.best_tile(rows, cols)
+        if best is not None:
+            edges = self.interior_edges(best)
+            room = [
+                lo_r - best.row0 if edges["top"] else np.inf,
+                best.row1 - 1 - hi_r if edges["bottom"] else np.inf,
+                lo_c - best.col0 if edges["left"] else np.inf,
+                best.col1 - 1 - hi_c if edges["right"] else np.inf,
+            ]
+            if min(room) >= margin:
+                return best
+        s = self.tile_size
+        if hi_r - lo_r >= s or hi_c - lo_c >= s:
+            return best
+
+        def start(lo: float, hi: float, length: int) -> int:
+            if length <= s:
+                return 0
+            return int(min(max(round((lo + hi + 1 - s) / 2), 0), length - s))
+
+        r0, c0 = start(lo_r, hi_r, self.plane_hw[0]), start(lo_c, hi_c, self.plane_hw[1])
+        aligned = [t for t in self.tiles if (t.row0, t.col0) == (r0, c0)]
+        return aligned[0] if aligned else Tile(r0, c0, s, s, (-1 - r0, -1 - c0))
+
+    def tile_at(self, index: tuple[int, int]) -> Tile:
+        """The grid tile with this index, or the view that :meth:`view_around` gave this index."""
+        if index[0] >= 0:
+            return next(t for t in self.tiles if t.index == tuple(index))
+        return Tile(-1 - index[0], -1 - index[1], self.tile_size, self.tile_size, tuple(index))
+
     def tiles_overlapping(self, row0: float, row1: float, col0: float, col1: float) -> list[Tile]:
         """Tiles whose area intersects the rectangle [row0, row1] x [col0, col1] (plane pixels)."""
         return [t for t in self.tiles if t.row0 <= row1 and row0 < t.row1 and t.col0 <= col1 and col0 < t.col1]
