@@ -2,7 +2,8 @@
 
 The authors' package installs as ``sam2`` like Meta's reference, so it runs in a subprocess
 (``family_oracle.py``) from its own folder, ``.oracles/edgetam`` (``scripts/setup.sh``), or the
-folder named by ``NAPARI_SAM2_ORACLE_EDGETAM``. Logits within 1e-4, binary masks identical.
+folder named by ``NAPARI_SAM2_ORACLE_EDGETAM``. Logits within 1e-4, binary masks identical
+except where a logit lies within 1e-4 of the threshold.
 """
 
 from __future__ import annotations
@@ -66,6 +67,16 @@ def close(a, b, atol=LOGIT_ATOL):
     assert a.shape == b.shape, (a.shape, b.shape)
     diff = (a - b).abs().max().item()
     assert diff <= atol, f"max abs diff {diff:.3g} > {atol}"
+
+
+def same_masks(ref_logits, ours_logits, atol=LOGIT_ATOL):
+    """Binary masks agree wherever the authors' logit is more than ``atol`` from the threshold: a
+    pixel within ``atol`` of 0 may fall either side with another CPU's kernels (CI saw one such
+    pixel flip in the multimask click case)."""
+    differ = (ref_logits > 0) != (ours_logits > 0)
+    near = ref_logits.abs() <= atol
+    assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} pixels differ away from the threshold"
+    assert int((differ & near).sum()) <= max(1, ref_logits.numel() // 100_000), "too many near-threshold flips"
 
 
 # ---------------------------------------------------------------------------------------------- image path
@@ -146,7 +157,7 @@ def test_decoder_outputs(image_case, prompt):
             multimask,
         )
     close(r["masks"], o.masks)
-    assert torch.equal(r["masks"] > 0, o.masks > 0)
+    same_masks(r["masks"], o.masks)
     close(r["iou"], o.iou, SCORE_ATOL)
     close(r["score"], o.object_score, SCORE_ATOL)
     close(r["tokens"], o.tokens)
@@ -215,7 +226,7 @@ def assert_frame_equal(ref_ids, ref_masks, ours_logits: dict):
             assert (r == -1024).all()
             continue
         close(r, ours_logits[obj_id])
-        assert torch.equal(r > 0, ours_logits[obj_id] > 0)
+        same_masks(r, ours_logits[obj_id])
 
 
 @pytest.mark.parametrize(
