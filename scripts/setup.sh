@@ -7,7 +7,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # (i) Xvfb and the GL/XCB libraries Qt needs to open a window on it.
 apt_packages=(xvfb libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
-    libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libdbus-1-3 libfontconfig1)
+    libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3
+    libfontconfig1)  # libxcb-cursor0: Qt 6.5+ needs it for its xcb platform
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
     for pkg in "${apt_packages[@]}"; do
