@@ -143,6 +143,11 @@ def labels_target(labels: Any, out: Any, source: ImageSource) -> tuple[Any, Any]
             raise LabelError(f"labels of shape {tuple(target.shape)} do not fit the image's {shape}")
         return target, layer
     if out is not None:
+        if str(out).lower().endswith((".nii", ".nii.gz", ".nrrd")) and source.medical is None:
+            raise ProvenanceError(
+                f"{Path(out).name}: NIfTI/NRRD labels are written in the geometry of a NIfTI, NRRD or DICOM "
+                "input; this image has none, so write .tif or .zarr"
+            )
         if Path(out).exists():
             raise ProvenanceError(
                 f"{out} already exists; choose another output (labels are never overwritten)"
