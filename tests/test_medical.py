@@ -481,3 +481,14 @@ def test_napari_lists_both_readers_for_nii_gz():
 
     readers = _npe2.get_readers(str(shared_file(*CT)))
     assert {"napari", "napari-sam2"} <= set(readers)  # builtins claim *.nii.gz too (imageio patterns)
+
+
+def test_napari_opens_a_dicom_folder_or_one_of_its_files_as_the_whole_series(viewer, tmp_path, phantom):
+    folder = write_series(tmp_path / "ct", phantom)
+    write_series(folder, phantom[:3], uid="1.2.3.9", origin=(0.0, 0.0, 200.0), prefix="other")
+    one = next(folder.glob("other*.dcm"))
+    layer = viewer.open(one, plugin="napari-sam2")[0]
+    np.testing.assert_array_equal(layer.data, phantom[:3])  # the series of that file, not the other one
+    np.testing.assert_allclose(layer.scale, (2.5, 0.8, 0.7))
+    np.testing.assert_allclose(layer.translate, (200.0, 0.0, 0.0))
+    assert tuple(layer.contrast_limits) == (-160.0, 240.0)

@@ -32,7 +32,8 @@ def get_reader(path: str | list[str]):
         from ..engine._medical_dicom import looks_like_dicom
 
         return read_medical_layers if path and all(looks_like_dicom(Path(p)) for p in path) else None
-    if str(path).lower().endswith(MEDICAL_SUFFIXES) or (os.path.isdir(path) and is_medical(path)):
+    lower = str(path).lower()
+    if lower.endswith((*MEDICAL_SUFFIXES, ".dcm")) or (os.path.isdir(path) and is_medical(path)):
         return read_medical_layers
     return None
 
@@ -51,8 +52,15 @@ def describe_window(geometry: MedicalGeometry | None, window: tuple[float, float
 
 
 def read_medical_layers(path: str | list[str]) -> list[tuple[Any, dict, str]]:
-    """One Image layer (data, kwargs, "image") for a medical volume."""
-    view, geometry = open_medical(path if isinstance(path, (str, os.PathLike)) else list(path))
+    """One Image layer (data, kwargs, "image") for a medical volume; one ``.dcm`` file opens its
+    whole series from its folder."""
+    if isinstance(path, (str, os.PathLike)) and str(path).lower().endswith(".dcm") and os.path.isfile(path):
+        import pydicom
+
+        uid = str(pydicom.dcmread(path, stop_before_pixels=True).SeriesInstanceUID)
+        view, geometry = open_medical(Path(path).parent, series=uid)
+    else:
+        view, geometry = open_medical(path if isinstance(path, (str, os.PathLike)) else list(path))
     data = np.asarray(view)
     window = resolve_window(None if geometry.preset == "auto" else geometry.preset, lambda: data)
     lead = (1.0,) * (data.ndim - 3)
