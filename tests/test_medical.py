@@ -409,6 +409,8 @@ def test_cli_propagates_a_nifti_and_refuses_bad_inputs_in_one_line(
     )
     assert code == 0 and "wrote" in text
     np.testing.assert_array_equal(nib.load(out).affine, nib.load(ct).affine)
+    code, text, _ = run_cli(capsys, "replay", out, "-q")  # the record in the sidecar, the image by path
+    assert code == 0 and text.startswith("identical")
     assert read_record(out).image["medical"]["preset"] == "ct:soft_tissue"
     for image, message in ((truncated, "the file is truncated or corrupt"), (mixed, "mixes 2 DICOM series")):
         bad_out = tmp_path / "bad.nii.gz"
@@ -492,3 +494,18 @@ def test_napari_opens_a_dicom_folder_or_one_of_its_files_as_the_whole_series(vie
     np.testing.assert_allclose(layer.scale, (2.5, 0.8, 0.7))
     np.testing.assert_allclose(layer.translate, (200.0, 0.0, 0.0))
     assert tuple(layer.contrast_limits) == (-160.0, 240.0)
+
+
+def test_the_widget_says_which_window_and_its_labels_carry_the_geometry(viewer, qtbot, tmp_path):
+    from napari_sam2.plugin._widget import Sam2Widget
+
+    ct = viewer.open(shared_file(*CT), plugin="napari-sam2")[0]
+    widget = Sam2Widget(viewer, threaded=False)
+    qtbot.addWidget(widget)
+    assert widget.data.window_label.text() == "ct:soft_tissue: -160..240 (CT from the values)"
+    labels = widget.labels_layer()  # a new labels layer, as the first click makes it
+    labels.data[10, 40:60, 50:70] = 3
+    saved = labels.save(str(tmp_path / "lab.nii.gz"), plugin="napari-sam2")
+    np.testing.assert_array_equal(nib.load(saved[0]).affine, nib.load(shared_file(*CT)).affine)
+    ct.contrast_limits = (-1000, 400)  # the line follows the layer's contrast limits
+    assert widget.data.window_label.text() == "contrast limits -1000..400"

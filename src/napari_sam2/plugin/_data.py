@@ -36,6 +36,7 @@ class DataPicker(QGroupBox):
         super().__init__("Data")
         self.viewer = viewer
         self._sources: dict[tuple, Any] = {}
+        self._watched: Image | None = None  # the image whose contrast limits the Intensity line follows
         form = QFormLayout(self)
         self.image_combo = QComboBox()
         self.stack_axis_combo = QComboBox()
@@ -71,6 +72,12 @@ class DataPicker(QGroupBox):
         """Say which intensity window the picked image gives the model (a medical preset, or the
         contrast limits)."""
         layer = self.image_layer
+        if layer is not self._watched:
+            if self._watched is not None:
+                self._watched.events.contrast_limits.disconnect(self._on_limits)
+            if layer is not None:
+                layer.events.contrast_limits.connect(self._on_limits)
+            self._watched = layer
         if layer is None:
             self.window_label.setText("")
             return
@@ -80,6 +87,9 @@ class DataPicker(QGroupBox):
             self.window_label.setText(meta["window_text"])
         else:
             self.window_label.setText(f"contrast limits {limits[0]:g}..{limits[1]:g}")
+
+    def _on_limits(self, event: Any = None) -> None:
+        self.update_window_text()
 
     @property
     def image_layer(self) -> Image | None:
