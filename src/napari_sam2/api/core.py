@@ -11,10 +11,10 @@
     result = segment_everything("nuclei.zarr", model=model, points_per_side=16)  # no prompts
 
 *Images* are anything :func:`napari_sam2.open_image` reads (numpy, dask, zarr, OME-Zarr, TIFF path,
-NIfTI/NRRD file or DICOM folder; see :mod:`napari_sam2.engine.medical`) or a napari Image layer (duck-typed: ``.data``, ``.scale``, ``.translate``). *Prompts* are a
-:class:`Prompt` (object 1), a list of them (objects 1, 2, ...), a dict ``{obj_id: Prompt}`` on
-``frame``, a dict ``{(*frame, obj_id): Prompt}`` (e.g. ``{(z, 1): ...}``), a prompts file (see
-:func:`read_prompts`) or napari Points/Shapes layers. Coordinates are image pixels (row, col); a
+NIfTI/NRRD file or DICOM folder; see :mod:`napari_sam2.engine.medical`) or a napari Image layer
+(duck-typed: ``.data``, ``.scale``, ``.translate``). *Prompts* are a :class:`Prompt` (object 1), a
+list of them (objects 1, 2, ...), a dict ``{obj_id: Prompt}`` on ``frame``, a dict
+``{(*frame, obj_id): Prompt}`` (e.g. ``{(z, 1): ...}``), a prompts file (see :func:`read_prompts`) or napari Points/Shapes layers. Coordinates are image pixels (row, col); a
 layer's points are mapped through its and the image layer's ``scale``/``translate``. Models, images,
 prompts and labels are made into engine objects in :mod:`napari_sam2.api._inputs`.
 

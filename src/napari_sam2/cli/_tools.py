@@ -60,9 +60,7 @@ def train(args: argparse.Namespace) -> int:
     from ..training.finetune import train as run
 
     if len(args.image) != len(args.labels):
-        raise UsageError(
-            f"give one --labels per --image ({len(args.image)} images, {len(args.labels)} labels)"
-        )
+        raise UsageError(f"give one --labels per --image ({len(args.image)} images, {len(args.labels)} labels)")
     for path in (*args.image, *args.labels):  # before the model loads
         if not Path(path).exists():
             raise FileNotFoundError(f"{path} does not exist; check the path")

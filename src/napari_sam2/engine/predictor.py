@@ -217,9 +217,7 @@ class ImagePredictor:
         r0, r1, c0, c1 = tile.clipped(grid.plane_hw)
         plane = apply_window(source.region(self.frame, slice(r0, r1), slice(c0, c1)), self.window)
         if not grid.untiled and plane.shape[:2] != (tile.height, tile.width):  # pad past the plane
-            pad = [(0, tile.height - plane.shape[0]), (0, tile.width - plane.shape[1])] + [(0, 0)] * (
-                plane.ndim - 2
-            )
+            pad = [(0, tile.height - plane.shape[0]), (0, tile.width - plane.shape[1])] + [(0, 0)] * (plane.ndim - 2)
             plane = np.pad(plane, pad)
         return to_model_input(plane, self.backend.image_size)
 
@@ -261,9 +259,7 @@ class ImagePredictor:
         return total
 
     # ------------------------------------------------------------------ decoding
-    def _decode(
-        self, tile: Tile, tp: _TilePrompt, multimask: bool
-    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    def _decode(self, tile: Tile, tp: _TilePrompt, multimask: bool) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """Decode on one tile -> (logits (K, h, w) over the tile's part of the plane, iou (K,), low-res)."""
         _, grid = self._require_image()
         view_hw = (tile.height, tile.width)
@@ -274,18 +270,14 @@ class ImagePredictor:
             if tp.box is not None:
                 b = np.asarray(tp.box, dtype=np.float64)
                 box = (b[0] - origin[0], b[1] - origin[1], b[2] - origin[0], b[3] - origin[1])
-            local = Prompt(
-                points=tp.points - origin if len(tp.points) else np.zeros((0, 2)), labels=tp.labels, box=box
-            )
+            local = Prompt(points=tp.points - origin if len(tp.points) else np.zeros((0, 2)), labels=tp.labels, box=box)
             coords, labels = prompt_tensors(local, view_hw, self.backend.image_size)
         low, iou = self.backend.decode(self.features(tile), coords, labels, tp.mask_logits, multimask)
         r0, r1, c0, c1 = tile.clipped(grid.plane_hw)
         logits = resize_bilinear(low, view_hw)[0, :, : r1 - r0, : c1 - c0]
         return logits.numpy(), iou[0].numpy(), low[0]
 
-    def _low_res_input(
-        self, tile: Tile, mask_input: Prediction | np.ndarray | None, k: int
-    ) -> torch.Tensor | None:
+    def _low_res_input(self, tile: Tile, mask_input: Prediction | np.ndarray | None, k: int) -> torch.Tensor | None:
         """Mask input for ``tile``: a previous prediction's own logits, or a plane-sized array."""
         if mask_input is None:
             return None
@@ -298,9 +290,7 @@ class ImagePredictor:
         crop = np.where(crop, 10.0, -10.0) if crop.dtype == bool else crop.astype(np.float32)
         view = np.full((tile.height, tile.width), -10.0, dtype=np.float32)
         view[: r1 - r0, : c1 - c0] = crop
-        low = resize_bilinear(
-            torch.from_numpy(view)[None, None], self.backend.image_size // 4, antialias=True
-        )
+        low = resize_bilinear(torch.from_numpy(view)[None, None], self.backend.image_size // 4, antialias=True)
         return low
 
     def _seeds(self, prompt: Prompt | None, mask_input) -> list[tuple[Tile, _TilePrompt]]:
@@ -325,12 +315,7 @@ class ImagePredictor:
             inside = np.array([t.contains(r, c) for r, c in pts], dtype=bool)
             tb = None
             if box is not None:
-                tb = (
-                    max(box[0], t.row0),
-                    max(box[1], t.col0),
-                    min(box[2], t.row1 - 1),
-                    min(box[3], t.col1 - 1),
-                )
+                tb = (max(box[0], t.row0), max(box[1], t.col0), min(box[2], t.row1 - 1), min(box[3], t.col1 - 1))
             if tb is None and not (labels[inside] == 1).any():
                 continue  # only negative clicks here: nothing to segment in this tile
             seeds.append((t, _TilePrompt(pts[inside], labels[inside], tb)))
@@ -415,9 +400,7 @@ class ImagePredictor:
                     if other.contains(pr, pc):
                         points.append((pr, pc))
                         labels.append(int(pl))
-            out.append(
-                (other, _TilePrompt(np.array(points, dtype=np.float64), np.array(labels, dtype=np.int64)))
-            )
+            out.append((other, _TilePrompt(np.array(points, dtype=np.float64), np.array(labels, dtype=np.int64))))
         return out
 
     def predict(
@@ -508,9 +491,7 @@ class ImagePredictor:
         for k, (m, (mr0, mc0)) in enumerate(masks):
             stacked[k, mr0 - r0 : mr0 - r0 + m.shape[0], mc0 - c0 : mc0 - c0 + m.shape[1]] = m
         lows = {idx: torch.stack(v) for idx, v in low_res.items() if len(v) == k_count}
-        return Prediction(
-            stacked, np.array(scores, dtype=np.float32), bbox, grid.plane_hw, sorted(used), lows
-        )
+        return Prediction(stacked, np.array(scores, dtype=np.float32), bbox, grid.plane_hw, sorted(used), lows)
 
     def _blend(
         self, logits: dict, anchor_tiles: set, prompt: Prompt | None = None

@@ -94,9 +94,7 @@ class TileGrid:
         if tile_size < 32:
             raise TilingError(f"tile_size must be at least 32 pixels, got {tile_size}")
         if not 0 <= overlap <= tile_size // 2:
-            raise TilingError(
-                f"overlap must be between 0 and tile_size / 2 = {tile_size // 2}, got {overlap}"
-            )
+            raise TilingError(f"overlap must be between 0 and tile_size / 2 = {tile_size // 2}, got {overlap}")
         if h <= tile_size and w <= tile_size:
             return cls((h, w), tile_size, overlap, (Tile(0, 0, h, w, (0, 0)),), True)
         rows, cols = tile_starts(h, tile_size, overlap), tile_starts(w, tile_size, overlap)
@@ -170,9 +168,7 @@ class TileGrid:
 
     def tiles_overlapping(self, row0: float, row1: float, col0: float, col1: float) -> list[Tile]:
         """Tiles whose area intersects the rectangle [row0, row1] x [col0, col1] (plane pixels)."""
-        return [
-            t for t in self.tiles if t.row0 <= row1 and row0 < t.row1 and t.col0 <= col1 and col0 < t.col1
-        ]
+        return [t for t in self.tiles if t.row0 <= row1 and row0 < t.row1 and t.col0 <= col1 and col0 < t.col1]
 
     def interior_edges(self, tile: Tile) -> dict[str, bool]:
         """Which edges of ``tile`` lie inside the plane (and so may cut an object)."""

@@ -192,9 +192,7 @@ def load_checkpoint(path: str | os.PathLike, config: Sam2Config | str | None = N
         try:
             config = _config_from_dict(stored)
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(
-                f"{path} stores a model config that this version cannot read: {exc}"
-            ) from None
+            raise CheckpointError(f"{path} stores a model config that this version cannot read: {exc}") from None
     if config is None:
         config = _config_for_file(path)
     if config is None:

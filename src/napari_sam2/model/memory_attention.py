@@ -61,9 +61,7 @@ class RoPEAttention(nn.Module):
         repeat_k: keys are several grids of the query's size; rotate each the same way.
     """
 
-    def __init__(
-        self, dim: int, num_heads: int = 1, kv_dim: int | None = None, repeat_k: bool = False
-    ) -> None:
+    def __init__(self, dim: int, num_heads: int = 1, kv_dim: int | None = None, repeat_k: bool = False) -> None:
         super().__init__()
         kv_dim = dim if kv_dim is None else kv_dim
         self.num_heads = num_heads
@@ -106,9 +104,7 @@ class RoPEAttention(nn.Module):
             per_memory = lead + k_grid[0] * k_grid[1]
             reps = n_rot // per_memory
             if reps * per_memory != n_rot or (reps > 1 and not self.repeat_k):
-                raise ValueError(
-                    f"{n_rot} rotated keys are not a whole number of {per_memory}-token memories"
-                )
+                raise ValueError(f"{n_rot} rotated keys are not a whole number of {per_memory}-token memories")
             # every memory has the same layout: rotate the grid part of each with one table
             mems = k[:, :, :n_rot].unflatten(2, (reps, per_memory))  # (B, nh, reps, per_memory, hd)
             rotate_k = rotate if k_layout is None else self._rotation(k_grid, k.shape[-1], k.device)
