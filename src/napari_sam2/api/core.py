@@ -16,7 +16,8 @@ NIfTI/NRRD file or DICOM folder; see :mod:`napari_sam2.engine.medical`) or a nap
 list of them (objects 1, 2, ...), a dict ``{obj_id: Prompt}`` on ``frame``, a dict
 ``{(*frame, obj_id): Prompt}`` (e.g. ``{(z, 1): ...}``), a prompts file (see :func:`read_prompts`)
 or napari Points/Shapes layers. Coordinates are image pixels (row, col); a layer's points are mapped
-through its and the image layer's ``scale``/``translate``. Models, images, prompts and labels are made into engine objects in :mod:`napari_sam2.api._inputs`.
+through its and the image layer's ``scale``/``translate``. Models, images, prompts and labels are
+made into engine objects in :mod:`napari_sam2.api._inputs`.
 
 Every call returns a :class:`SegmentationResult` whose ``record`` says how to make the labels again
 (:mod:`napari_sam2.engine.provenance`); :func:`replay` does so.
