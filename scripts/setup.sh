@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything the tests need: system libraries for a virtual screen, and .venv with the
-# package (editable), its test extras and the reference sam2 used as a test oracle.
+# package (editable), its test extras (with the medical readers nibabel, pynrrd, pydicom) and the
+# reference sam2 used as a test oracle.
 # Idempotent: a re-run with unchanged pyproject.toml and setup.sh takes a second or two.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
