@@ -2,7 +2,7 @@
 
 CI finds the folder there; a worktree deeper down finds it in an ancestor's ``shared/data``, and
 ``NAPARI_SAM2_SHARED_DATA`` names it anywhere else. Tests that need it skip, saying where it was looked
-for, when it is absent.
+for, when it is absent; in CI (``CI`` set) they fail instead, so the real-data tests cannot vanish there.
 """
 
 from __future__ import annotations
@@ -28,11 +28,15 @@ def shared_data_dir() -> Path | None:
 
 
 def shared_file(*parts: str) -> Path:
-    """A file of the shared data folder; skips the test when the folder or the file is absent."""
+    """A file of the shared data folder; skips the test (fails it in CI) when it is absent."""
     folder = shared_data_dir()
+    missing = None
     if folder is None:
-        pytest.skip(f"no shared/data folder above {_ROOT} (set {ENV_VAR})")
-    path = folder.joinpath(*parts)
-    if not path.exists():
-        pytest.skip(f"{path} is absent")
-    return path
+        missing = f"no shared/data folder above {_ROOT} (set {ENV_VAR})"
+    elif not folder.joinpath(*parts).exists():
+        missing = f"{folder.joinpath(*parts)} is absent"
+    if missing:
+        if os.environ.get("CI"):
+            pytest.fail(missing)
+        pytest.skip(missing)
+    return folder.joinpath(*parts)
