@@ -485,7 +485,17 @@ def test_napari_lists_both_readers_for_nii_gz():
     assert {"napari", "napari-sam2"} <= set(readers)  # builtins claim *.nii.gz too (imageio patterns)
 
 
-def test_napari_opens_a_dicom_folder_or_one_of_its_files_as_the_whole_series(viewer, tmp_path, phantom):
+def test_our_reader_claims_no_folder(tmp_path):
+    """Claiming folders would put napari's "Choose reader" dialog in front of every .zarr folder a user
+    opens; a DICOM series opens from one of its files (or a folder through the API and CLI)."""
+    from napari.plugins import _npe2
+
+    folder = tmp_path / "plate.zarr"
+    folder.mkdir()
+    assert "napari-sam2" not in _npe2.get_readers(str(folder))
+
+
+def test_napari_opens_one_dicom_file_as_its_whole_series(viewer, tmp_path, phantom):
     folder = write_series(tmp_path / "ct", phantom)
     write_series(folder, phantom[:3], uid="1.2.3.9", origin=(0.0, 0.0, 200.0), prefix="other")
     one = next(folder.glob("other*.dcm"))
