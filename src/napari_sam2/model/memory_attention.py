@@ -157,8 +157,8 @@ class RoPEAttention(nn.Module):
             keys = torch.cat((k_pool + log4, k_rest), dim=2)
             return self.out_proj(merge_heads(F.scaled_dot_product_attention(q, keys, values)))
         keys = torch.cat((k_pool, k_rest), dim=2)
-        bias = q.new_zeros(keys.shape[2])
-        bias[: k_pool.shape[2]] = log4  # added to the logits of the pooled keys
+        bias = q.new_zeros(1, keys.shape[2])
+        bias[:, : k_pool.shape[2]] = log4  # added to the logits of the pooled keys
         return self.out_proj(merge_heads(F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)))
 
 
