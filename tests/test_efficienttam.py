@@ -104,7 +104,9 @@ def _memories(model, feats, n):
 def test_memories_are_pooled_only_from_two_on(ti_256, pooling):
     """The authors attend to every token while the memory holds one frame, and to pooled tokens
     once it holds more."""
-    pooled = ti_256 if pooling == "count" else Sam2Model(replace(ti_256.config, memory_pooling=pooling)).eval()
+    pooled = (
+        ti_256 if pooling == "count" else Sam2Model(replace(ti_256.config, memory_pooling=pooling)).eval()
+    )
     pooled.load_state_dict(ti_256.state_dict())
     full = Sam2Model(replace(ti_256.config, memory_pooling=None)).eval()
     full.load_state_dict(ti_256.state_dict())

@@ -172,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
     models = sub.add_parser("models", help="list, download and verify model weights")
     msub = models.add_subparsers(dest="action", metavar="ACTION", required=True)
     msub.add_parser(
-        "list", help="SAM 2/2.1, EdgeTAM, EfficientTAM, MedSAM2 and the demo model, with sizes and whether cached"
+        "list",
+        help="SAM 2/2.1, EdgeTAM, EfficientTAM, MedSAM2 and the demo model, with sizes and whether cached",
     )
     d = msub.add_parser("download", help="download official weights (checksums verified)")
     d.add_argument("names", nargs="+")

@@ -21,7 +21,15 @@ from pathlib import Path
 
 import torch
 
-from .config import FAMILY_VARIANTS, VARIANTS, HieraConfig, PerceiverConfig, RepViTConfig, Sam2Config, ViTConfig
+from .config import (
+    FAMILY_VARIANTS,
+    VARIANTS,
+    HieraConfig,
+    PerceiverConfig,
+    RepViTConfig,
+    Sam2Config,
+    ViTConfig,
+)
 from .sam2_model import Sam2Model
 from .weights import FAMILY_WEIGHTS
 
@@ -200,7 +208,9 @@ def load_checkpoint(path: str | os.PathLike, config: Sam2Config | str | None = N
         try:
             config = _config_from_dict(stored)
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path} stores a model config that this version cannot read: {exc}") from None
+            raise CheckpointError(
+                f"{path} stores a model config that this version cannot read: {exc}"
+            ) from None
     if config is None:
         config = _config_for_file(path)
     if config is None:

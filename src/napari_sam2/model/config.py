@@ -219,9 +219,13 @@ class Sam2Config:
 
     def __post_init__(self) -> None:
         if self.memory_pooling not in (None, "count", "key_offset"):
-            raise ValueError(f"memory_pooling must be None, 'count' or 'key_offset', got {self.memory_pooling!r}")
+            raise ValueError(
+                f"memory_pooling must be None, 'count' or 'key_offset', got {self.memory_pooling!r}"
+            )
         if isinstance(self.trunk, ViTConfig) and self.trunk.patch_size != self.backbone_stride:
-            raise ValueError(f"a ViT trunk needs patch_size {self.backbone_stride}, got {self.trunk.patch_size}")
+            raise ValueError(
+                f"a ViT trunk needs patch_size {self.backbone_stride}, got {self.trunk.patch_size}"
+            )
         if self.image_size % 32 != 0 or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
         if self.d_model % self.mem_dim != 0:
@@ -290,7 +294,12 @@ _EFFICIENTTAM_TRUNKS = {
     "ti": ViTConfig(embed_dim=192, num_heads=3),
     "s": ViTConfig(embed_dim=384, num_heads=6),
 }
-_EFFICIENTTAM_KINDS = {"": (1024, None), "_1": (1024, "count"), "_2": (1024, "key_offset"), "_512x512": (512, None)}
+_EFFICIENTTAM_KINDS = {
+    "": (1024, None),
+    "_1": (1024, "count"),
+    "_2": (1024, "key_offset"),
+    "_512x512": (512, None),
+}
 
 FAMILY_VARIANTS.update(
     {

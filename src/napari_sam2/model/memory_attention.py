@@ -117,7 +117,9 @@ class RoPEAttention(nn.Module):
             per_memory = lead + k_grid[0] * k_grid[1]
             reps = n_rot // per_memory
             if reps * per_memory != n_rot or (reps > 1 and not self.repeat_k):
-                raise ValueError(f"{n_rot} rotated keys are not a whole number of {per_memory}-token memories")
+                raise ValueError(
+                    f"{n_rot} rotated keys are not a whole number of {per_memory}-token memories"
+                )
             # every memory has the same layout: rotate the grid part of each with one table
             mems = k[:, :, :n_rot].unflatten(2, (reps, per_memory))  # (B, nh, reps, per_memory, hd)
             rotate_k = rotate if k_layout is None else self._rotation(k_grid, k.shape[-1], k.device)
@@ -195,7 +197,9 @@ class MemoryAttentionLayer(nn.Module):
 class MemoryAttention(nn.Module):
     """Stack of :class:`MemoryAttentionLayer` with a final LayerNorm."""
 
-    def __init__(self, dim: int, mem_dim: int, num_layers: int, ffn_dim: int, pooling: str | None = None) -> None:
+    def __init__(
+        self, dim: int, mem_dim: int, num_layers: int, ffn_dim: int, pooling: str | None = None
+    ) -> None:
         super().__init__()
         self.layers = nn.ModuleList(
             MemoryAttentionLayer(dim, mem_dim, ffn_dim, pooling) for _ in range(num_layers)

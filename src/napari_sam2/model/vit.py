@@ -108,7 +108,9 @@ class ViT(nn.Module):
         self.pos_embed = nn.Parameter(torch.zeros(1, 1 + cfg.pos_embed_grid**2, cfg.embed_dim))
         self.pos_grid = cfg.pos_embed_grid
         self.blocks = nn.ModuleList(
-            Block(cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, 0 if i in cfg.global_blocks else cfg.window_size)
+            Block(
+                cfg.embed_dim, cfg.num_heads, cfg.mlp_ratio, 0 if i in cfg.global_blocks else cfg.window_size
+            )
             for i in range(cfg.depth)
         )
 

@@ -311,7 +311,11 @@ _EFFICIENTTAM_FILES: tuple[tuple[str, str, int | None], ...] = (
     ("efficienttam_s", "2b572be30d9e96ee29c8d785fe157c6b079ede7d56fbc8a3671d4120e63c89cd", 136_375_868),
     ("efficienttam_s_1", "4fd5d1f7ae08a7e15086623bf8b12f0b111b773b15564b43c0a5d451fc1a4267", 136_376_327),
     ("efficienttam_s_2", "253e490b4a3d56eedd64e4d466155ec538d1289f52abe78b091b14caefd92343", 136_376_327),
-    ("efficienttam_s_512x512", "67b5840012737ed2c94a4cb8787c5c1b27b3a946045d2e602e65ef77230b6085", 136_379_145),
+    (
+        "efficienttam_s_512x512",
+        "67b5840012737ed2c94a4cb8787c5c1b27b3a946045d2e602e65ef77230b6085",
+        136_379_145,
+    ),
     ("efficienttam_ti", "acbb17b28cca1f860acee09c9ecb6efdb732080dc7a85a07292c31813175fa7d", 71_616_316),
     ("efficienttam_ti_1", "5294bd68820ee1ee5203d54065d4384a6aa1fb4fc632c147417478fcac9576ea", None),
     ("efficienttam_ti_2", "d2a9ca0a736257ee9bb238d335ba7c794ad853e594cb4f679019ecc0854ee587", None),

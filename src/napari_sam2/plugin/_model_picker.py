@@ -67,7 +67,9 @@ class ModelPicker(QGroupBox):
         self.model_combo = QComboBox()
         self.model_combo.addItems([DEMO, *OFFICIAL_WEIGHTS, *FAMILY_WEIGHTS, CHECKPOINT_FILE])
         for i in range(self.model_combo.count()):
-            self.model_combo.setItemData(i, model_hint(self.model_combo.itemText(i)), Qt.ItemDataRole.ToolTipRole)
+            self.model_combo.setItemData(
+                i, model_hint(self.model_combo.itemText(i)), Qt.ItemDataRole.ToolTipRole
+            )
         self.hint_label = QLabel(model_hint(DEMO))
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
@@ -117,7 +119,9 @@ class ModelPicker(QGroupBox):
             raise LayerError("choose a checkpoint file first (Model > checkpoint file...)")
 
         def work(progress, cancel):
-            if (source in OFFICIAL_WEIGHTS or source in FAMILY_WEIGHTS) and cached_weights_path(source) is None:
+            if (source in OFFICIAL_WEIGHTS or source in FAMILY_WEIGHTS) and cached_weights_path(
+                source
+            ) is None:
                 mib = 2**20
                 download_weights(
                     source,
