@@ -79,7 +79,7 @@ def test_family_files_load_by_name_and_by_path(cache, monkeypatch, asked, entry,
 
 
 def test_unknown_name_lists_the_families(cache):
-    with pytest.raises(KeyError, match=r"efficienttam_ti, .*MedSAM2_latest"):
+    with pytest.raises(KeyError, match=r"edgetam, MedSAM2_latest, .*efficienttam_ti, "):
         napari_sam2.load_model("efficienttam_tiny", download=False)
 
 
@@ -163,3 +163,29 @@ def test_segment_everything_runs(model_256):
     )
     assert report.labels.shape == plane.shape and report.labels.dtype == np.uint32
     assert set(np.unique(report.labels)) <= {0, *report.objects}
+
+
+def test_model_picker_lists_the_families_with_a_hint(qtbot, cache, monkeypatch):
+    from napari_sam2.plugin._model_picker import ModelPicker
+
+    picker = ModelPicker()
+    qtbot.addWidget(picker)
+    combo = picker.model_combo
+    items = [combo.itemText(i) for i in range(combo.count())]
+    assert {
+        "sam2.1_hiera_tiny",
+        "edgetam",
+        "efficienttam_ti_1",
+        "efficienttam_s_512x512",
+        "MedSAM2_latest",
+    } <= set(items)
+    hints = {"efficienttam_ti_1": "EfficientTAM: fast on CPU", "edgetam": "EdgeTAM: fast on CPU"}
+    hints |= {"sam2.1_hiera_large": "SAM 2 / 2.1: best quality", "MedSAM2_CTLesion": "MedSAM2: medical"}
+    for name, hint in hints.items():
+        combo.setCurrentText(name)
+        assert picker.hint_label.text().startswith(hint)
+        assert combo.itemData(items.index(name), 3).startswith(hint)  # 3: Qt's tool-tip role
+    cache_official_file(cache, "efficienttam_ti_512x512", monkeypatch)
+    source, work = picker.load_task("efficienttam_ti_512x512", "cpu")
+    model = work(lambda done, total: None, lambda: False)  # cached: no download
+    assert source == "efficienttam_ti_512x512" and model.config.image_size == 512
