@@ -152,3 +152,16 @@ def test_image_features_have_no_high_res_levels(ti_256):
     assert feats.embed.shape == feats.pos.shape == (2, 256, 16, 16)
     assert feats.high_res[0].shape == (2, 0, 64, 64) and feats.high_res[1].shape == (2, 0, 32, 32)
     assert feats.select(1).embed.shape == (1, 256, 16, 16)
+
+
+def test_disk_cache_round_trips_features_without_high_res_levels(ti_256, tmp_path):
+    from napari_sam2.engine.cache import CacheKey, EmbeddingCache
+
+    with torch.inference_mode():
+        feats = ti_256.encode_image(torch.randn(1, 3, 256, 256))
+    cache = EmbeddingCache(max_bytes=0, directory=tmp_path)  # disk only
+    key = CacheKey("plane", (), (0, 256, 0, 256), "efficienttam_ti_1", (0.0, 1.0), 256)
+    cache.put(key, feats)
+    again = cache.get(key)
+    assert cache.stats.disk_hits == 1 and torch.equal(again.embed, feats.embed)
+    assert again.high_res[0].shape == (1, 0, 64, 64) and again.high_res[1].shape == (1, 0, 32, 32)
