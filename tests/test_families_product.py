@@ -14,13 +14,13 @@ import tifffile
 import torch
 
 import napari_sam2
+from helpers import CLICKS, make_volume, write_tiff
 from napari_sam2.cli import main
 from napari_sam2.engine import Prompt, Tracker, automask
 from napari_sam2.engine.predictor import ImagePredictor
 from napari_sam2.engine.provenance import read_record
 from napari_sam2.model import Sam2Model, get_config
 from napari_sam2.model.weights import CACHE_ENV_VAR, FAMILY_WEIGHTS
-from test_api import CLICKS, make_volume, write_tiff
 
 PROMPTS_CSV = (
     "z,obj_id,row,col,label,row0,col0,row1,col1\n1,1,30,35,1,,,,\n1,1,50,10,0,,,,\n2,2,,,,5,5,15,20\n"
