@@ -23,7 +23,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
 from ..engine.intensity import dataset_window
-from ._layers import ImageGeometry, LayerError, current_frame, image_geometry, image_source
+from ._layers import ImageGeometry, LayerError, current_frame, image_geometry, image_source, raw_layer
 
 __all__ = ["NEW_LABELS", "WINDOW_DATASET", "WINDOW_DISPLAY", "DataPicker", "labels_name"]
 
@@ -75,6 +75,7 @@ class DataPicker(QGroupBox):
             "the layer's contrast limits, so moving the slider changes the next results"
         )
         self.window_label = QLabel("")
+        self.window_label.setWordWrap(True)
         self.window_label.setToolTip(self.window_combo.toolTip())
         form.addRow("Image", self.image_combo)
         form.addRow("3D stack axis", self.stack_axis_combo)
@@ -132,7 +133,7 @@ class DataPicker(QGroupBox):
 
     def source(self, layer: Image, geometry: ImageGeometry):
         """The engine's lazy :class:`~napari_sam2.engine.ImageSource` of ``layer`` (kept while it is current)."""
-        key = (id(layer), id(layer.data), geometry.axes)
+        key = (id(raw_layer(layer)), id(layer.data), geometry.axes)
         if key not in self._sources:
             self._sources = {key: image_source(layer, geometry)}  # keep only the current image's source
         return self._sources[key]
@@ -152,15 +153,15 @@ class DataPicker(QGroupBox):
         layer = self.require_image() if layer is None else layer
         if self.uses_display_contrast:
             low, high = (float(v) for v in layer.contrast_limits)
-            self._show(f"{_num(low)} - {_num(high)} (display contrast: the slider changes results)")
+            self._show(f"{_num(low)} - {_num(high)} (display contrast: the slider changes the results)")
             return (low, high)
-        key = (id(layer), id(layer.data))
+        key = (id(raw_layer(layer)), id(layer.data))
         if key not in self._windows:
             geometry = self.geometry() if geometry is None else geometry
             values = self.source(layer, geometry).sample_values()
             self._windows = {**self._windows, key: dataset_window(values).as_tuple()}
         low, high = self._windows[key]
-        self._show(f"{_num(low)} - {_num(high)} (dataset window: fixed, the slider only changes the display)")
+        self._show(f"{_num(low)} - {_num(high)} (dataset: fixed; the slider only changes the display)")
         return (low, high)
 
     def show_window(self) -> None:
@@ -172,7 +173,8 @@ class DataPicker(QGroupBox):
         try:
             geometry = self.geometry()
             if self.uses_display_contrast or (
-                (id(layer), id(layer.data)) in self._windows or int(np.prod(geometry.shape)) <= _EAGER_VALUES
+                (id(raw_layer(layer)), id(layer.data)) in self._windows
+                or int(np.prod(geometry.shape)) <= _EAGER_VALUES
             ):
                 self.window(layer, geometry)
             else:
@@ -238,5 +240,5 @@ class DataPicker(QGroupBox):
 
 
 def _num(value: float) -> str:
-    """A window bound for people: integers without decimals, others with 4 significant digits."""
-    return f"{value:.0f}" if float(value).is_integer() else f"{value:.4g}"
+    """A window bound for people: whole numbers from 100 on, else 4 significant digits."""
+    return f"{value:.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:.4g}"

@@ -186,6 +186,22 @@ class PromptLayers:
             self.last = self.snapshot()
         return self.points, self.shapes
 
+    def fit_markers(self) -> None:
+        """Size the click markers (and box edges) for the canvas as it is now (e.g. once the dock has
+        taken its width), so they are :data:`MARKER_PIXELS` wide when the image fills the view."""
+        try:
+            image = self.require_image()
+        except ValueError:  # LayerError: no image
+            return
+        plane_hw, yx = image_geometry(image).plane_hw, tuple(image.scale[-2:])
+        if self.points is not None:
+            size = marker_size(plane_hw, yx, self._canvas_hw())
+            self.points.current_size = size
+            if len(self.points.data):
+                self.points.size = size
+        if self.shapes is not None and not len(self.shapes.data):
+            self.shapes.current_edge_width = marker_size(plane_hw, yx, self._canvas_hw(), pixels=2.0)
+
     def raise_to_top(self) -> None:
         """Put the boxes, then the prompts layer, above every other layer (markers over labels)."""
         layers = self.viewer.layers

@@ -33,7 +33,7 @@ from ..api.session import (
 from ..engine import PromptError
 from ..engine.automask import segment_everything
 from ._history import History
-from ._layers import LayerError, prompted_frames
+from ._layers import LayerError, prompted_frames, raw_layer, same_layer
 from ._model_picker import ModelSlot
 from ._ports import Choices, ImagePicker, Tasks
 from ._prompts import PromptLayers
@@ -85,7 +85,7 @@ class Propagation:
         key = self._kept[0]
         image, axis, fixed, obj_kept = key[0], key[2], dict(key[3]), key[6]
         try:
-            if obj_kept != obj or self.data.require_image() is not image:
+            if obj_kept != obj or not same_layer(self.data.require_image(), image):
                 return False
             fa = self.data.geometry().frame_axes
         except USER_ERRORS:
@@ -144,7 +144,7 @@ class Propagation:
                     masks = {frame[k]: mask}
                 else:
                     key = (
-                        image, id(source), axis, tuple(sorted(fixed.items())), window, id(self.models.model),
+                        raw_layer(image), id(source), axis, tuple(sorted(fixed.items())), window, id(self.models.model),
                         obj, id(labels.data), self.choices.overwrite(),
                     )  # fmt: skip
                     if self._kept is not None and self._kept[0] == key and set(self._kept[2]) <= set(prompts):

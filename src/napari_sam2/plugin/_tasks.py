@@ -43,7 +43,7 @@ from ..engine.automask import AutoMaskError
 from ..engine.provenance import ProvenanceError
 from ..model.checkpoint import CheckpointError
 from ..model.weights import WeightsError
-from ._layers import LayerError
+from ._layers import LayerError, same_layer
 from ._workers import TaskRunner
 
 __all__ = ["STATUS_CHARS", "USER_ERRORS", "TaskPanel", "one_line"]
@@ -194,7 +194,7 @@ class TaskPanel(QWidget):
 
     def cancel_if_using(self, layer: Any, why: str) -> bool:
         """Cancel the running task if it reads or writes ``layer``; True if it did."""
-        if self.runner.busy and any(layer is used for used in self.uses):
+        if self.runner.busy and any(same_layer(layer, used) for used in self.uses):
             self.cancel(why)
             return True
         return False

@@ -32,8 +32,8 @@ from typing import Any
 import napari.viewer
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtCore import QEvent, Qt
-from qtpy.QtWidgets import QApplication, QFrame, QScrollArea, QToolButton, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtWidgets import QApplication, QComboBox, QFrame, QScrollArea, QToolButton, QVBoxLayout, QWidget
 
 from ..api.session import RecordingWriter, segment_plane
 from ..engine import ImagePredictor, PromptError
@@ -41,7 +41,7 @@ from ..engine.provenance import ProvenanceRecord, python_script
 from ._actions import ActionPanel, bind_keys, unbind_keys
 from ._data import DataPicker
 from ._history import History
-from ._layers import ImageGeometry, frame_prompt
+from ._layers import ImageGeometry, frame_prompt, same_layer
 from ._model_picker import DEMO, DEMO_NOTICE, ModelPicker, ModelSlot
 from ._ports import Choices
 from ._prompt_panel import PromptPanel
@@ -151,11 +151,17 @@ class Sam2Widget(QWidget):
         layout.addWidget(self.advanced_button)
         layout.addWidget(self.advanced_box)
         layout.addStretch(1)
+        for combo in content.findChildren(QComboBox):  # long layer or file names never widen the dock
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
         self.scroll = QScrollArea()
         self.scroll.setWidgetResizable(True)
         self.scroll.setFrameShape(QFrame.NoFrame)
         self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
         self.scroll.setWidget(content)
+        # as wide as the content needs (no horizontal scrolling); as high as the screen allows
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        self.scroll.setMinimumWidth(content.minimumSizeHint().width() + bar)
         outer = QVBoxLayout(self)
         outer.setContentsMargins(0, 0, 0, 0)
         outer.addWidget(self.scroll, 1)
@@ -200,6 +206,11 @@ class Sam2Widget(QWidget):
                 self.close_session()
         return super().event(event)
 
+    def showEvent(self, event) -> None:
+        """Once docked and shown, size the markers for the canvas that is left beside the dock."""
+        super().showEvent(event)
+        QTimer.singleShot(0, self.prompts.fit_markers)
+
     def close_session(self) -> None:
         """Cancel the running task and wait for it, and stop listening to the viewer (the layers and
         everything written stay). Runs once, when the dock or napari closes; uses no Qt widget."""
@@ -232,7 +243,11 @@ class Sam2Widget(QWidget):
 
     def _on_image_changed(self) -> None:
         image = self.image_layer
-        if self.runner.busy and self.tasks.uses and not any(image is used for used in self.tasks.uses):
+        if (
+            self.runner.busy
+            and self.tasks.uses
+            and not any(same_layer(image, used) for used in self.tasks.uses)
+        ):
             self.tasks.cancel(": another image was picked")
             self.tasks.info(f"{self.runner.label} cancelled: another image was picked (frames written stay)")
         self.propagation.forget()
