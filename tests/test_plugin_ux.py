@@ -305,10 +305,11 @@ def run_until_frames(widget, qtbot, frames, action):
 
 
 def assert_whole_frames(data, full):
+    """Every written plane is complete (as in the full run); returns (written, never written)."""
     written = [z for z in range(len(data)) if data[z].any()]
-    for z in written:  # every written plane is complete: as in the full run
+    for z in written:
         np.testing.assert_array_equal(data[z], full[z])
-    return written
+    return written, [z for z in range(len(data)) if full[z].any() and not data[z].any()]
 
 
 @pytest.mark.parametrize("how", ["switch image", "delete labels", "delete image", "close dock"])
@@ -334,11 +335,13 @@ def test_leaving_a_task_cancels_it_cleanly(make_napari_viewer, qtbot, demo, trut
     n = len(notification_manager.records)
     run_until_frames(widget, qtbot, 3, actions[how])
     full = reference(demo, layer, window, {z: Prompt([(r, c)], [1])})
-    written = assert_whole_frames(data, full)
-    assert 3 <= len(written) < 32, written
+    written, missing = assert_whole_frames(data, full)
+    assert len(written) >= 3 and missing, (written, missing)  # it stopped part-way
     assert not widget.last_error
-    if how != "close dock":
-        assert widget.last_report.cancelled
+    if how == "close dock":
+        assert widget.runner.closed
+    else:
+        assert widget.last_report.cancelled and len(widget.last_report.frames) < 32
         assert any("cancelled" in m for m in messages_since(n))
 
 
@@ -381,7 +384,8 @@ propagate(demo, open_image(layer.data, axes="zyx"), RecordingWriter(full), 1, ax
 written = [i for i in range(len(data)) if data[i].any()]
 for i in written:
     assert np.array_equal(data[i], full[i]), i
-assert 3 <= len(written) < 32, written
+missing = [i for i in range(len(data)) if full[i].any() and not data[i].any()]
+assert len(written) >= 3 and missing, (written, missing)
 print("ok", len(written))
 """
 
