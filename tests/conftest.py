@@ -9,6 +9,10 @@ import torch
 
 from napari_sam2 import select_device
 
+# napari (through qtpy) and pytest-qt must use the same Qt binding: pytest-qt tries PyQt6 first, qtpy
+# PyQt5 first. PyQt6 is the binding of the testing extra; with PyQt5 alone both fall back to it.
+os.environ.setdefault("QT_API", "pyqt6")
+
 TEST_DEVICE_ENV_VAR = "NAPARI_SAM2_TEST_DEVICE"
 
 
@@ -50,3 +54,30 @@ def require_reference():
 def _no_grad():
     with torch.inference_mode():
         yield
+
+
+# ------------------------------------------------------------------ files the API and CLI tests share
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tmp_path_factory):
+    """A random-weight demo-architecture checkpoint in the official layout (helpers.save_tiny)."""
+    from helpers import save_tiny
+
+    return save_tiny(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture(scope="module")
+def sharp_ckpt(tmp_path_factory):
+    """:func:`tiny_ckpt` with decisive mask logits, for the automatic generator (helpers.save_sharp)."""
+    from helpers import save_sharp
+
+    return save_sharp(tmp_path_factory.mktemp("models"))
+
+
+@pytest.fixture
+def vol_file(tmp_path):
+    """helpers.make_volume() as a (z, y, x) TIFF."""
+    from helpers import make_volume, write_tiff
+
+    return write_tiff(tmp_path / "vol.tif", make_volume())

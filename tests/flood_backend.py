@@ -62,3 +62,16 @@ class FloodFillBackend:
         logits = torch.from_numpy((frac - 0.5) * 20).float()[None, None]
         k = 3 if multimask else 1
         return logits.expand(1, k, s4, s4).clone(), torch.tensor([[0.9, 0.8, 0.7][:k]])
+
+
+class BatchedFlood(FloodFillBackend):
+    """The flood-fill segmenter answering a batch of single-click prompts (one by one)."""
+
+    def decode(self, feats, coords, labels, mask_logits, multimask):
+        if coords is None or coords.shape[0] == 1:
+            return super().decode(feats, coords, labels, mask_logits, multimask)
+        outs = [
+            super(BatchedFlood, self).decode(feats, coords[i : i + 1], labels[i : i + 1], None, multimask)
+            for i in range(len(coords))
+        ]
+        return torch.cat([m for m, _ in outs]), torch.cat([s for _, s in outs])

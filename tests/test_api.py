@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-from pathlib import Path
-
 import numpy as np
 import pytest
-import tifffile
-import torch
 import zarr
 
+from helpers import AUTO, CLICKS, FakeLayer, make_volume
 from napari_sam2 import Prompt, api, propagate, read_prompts, segment, segment_everything
 from napari_sam2.engine import automask
 from napari_sam2.engine.automask import AutoMaskError
@@ -20,76 +16,6 @@ from napari_sam2.engine.predictor import ImagePredictor
 from napari_sam2.engine.prompts import PromptError
 from napari_sam2.engine.provenance import ProvenanceError
 from napari_sam2.engine.tracker import Tracker
-from napari_sam2.model import Sam2Model
-from napari_sam2.model.checkpoint import save_checkpoint
-from napari_sam2.model.config import DEMO_CONFIG
-
-TINY = replace(DEMO_CONFIG, name="tiny-64", image_size=64)
-CLICKS = {(1, 1): Prompt(points=[[30, 35], [50, 10]], labels=[1, 0]), (2, 2): Prompt(box=(5, 5, 15, 20))}
-
-
-def make_volume(seed: int = 0, planes: int = 4) -> np.ndarray:
-    """(planes, 60, 70) uint8: noise with a bright square that drifts, and a dim one."""
-    rng = np.random.default_rng(seed)
-    vol = rng.integers(0, 80, (planes, 60, 70)).astype(np.uint8)
-    for z in range(planes):
-        vol[z, 20 + z : 40 + z, 25:45] = 240
-        vol[z, 4:16, 4:22] = 160
-    return vol
-
-
-def write_tiff(path: Path, vol: np.ndarray) -> Path:
-    tifffile.imwrite(path, vol, photometric="minisblack", metadata={"axes": "TZYX"[-vol.ndim :]})
-    return path
-
-
-def save_tiny(folder: Path) -> Path:
-    """A small random-weight SAM2 in the official checkpoint layout (plus its config)."""
-    torch.manual_seed(0)
-    return save_checkpoint(Sam2Model(TINY), folder / "tiny.pt")
-
-
-def save_sharp(folder: Path) -> Path:
-    """:func:`save_tiny` for the automatic generator: a random decoder's logits are near 0, so its
-    filters would drop every mask; the mask outputs are scaled up, as tests/test_automask.py does."""
-    torch.manual_seed(0)
-    model = Sam2Model(TINY)
-    with torch.no_grad():
-        for mlp in model.sam_mask_decoder.output_hypernetworks_mlps:
-            mlp.layers[2].weight.mul_(300.0)
-    return save_checkpoint(model, folder / "sharp.pt")
-
-
-AUTO = {"points_per_side": 6, "pred_iou_thresh": 0.0, "stability_score_thresh": 0.5}
-"""Generator options under which :func:`save_sharp`'s model finds objects in :func:`make_volume`."""
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory) -> Path:
-    return save_tiny(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def sharp_ckpt(tmp_path_factory) -> Path:
-    return save_sharp(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture
-def vol_file(tmp_path) -> Path:
-    return write_tiff(tmp_path / "vol.tif", make_volume())
-
-
-class FakeLayer:
-    """Just what the API reads from a napari layer."""
-
-    def __init__(self, data, scale=(1, 1, 1), translate=(0, 0, 0), features=None, **extra):
-        self.data, self.scale, self.translate = data, np.asarray(scale, float), np.asarray(translate, float)
-        self.properties = features or {}
-        self.refreshed = 0
-        self.__dict__.update(extra)
-
-    def refresh(self):
-        self.refreshed += 1
 
 
 def test_segment_matches_the_image_predictor_on_arrays_files_and_layers(tiny_ckpt, vol_file):

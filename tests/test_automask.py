@@ -10,10 +10,10 @@ import torch
 from scipy import ndimage
 
 from conftest import require_reference
-from flood_backend import FloodFillBackend
+from flood_backend import BatchedFlood
+from helpers import auto_mask, iou, make_model
 from napari_sam2.engine import LabelWriter
 from napari_sam2.engine.automask import (
-    AutoMask,
     AutoMaskCancelled,
     AutoMaskConfig,
     AutoMaskError,
@@ -223,21 +223,6 @@ def test_holes_and_specks_are_cleaned_on_cpu():
 # ------------------------------------------------------------------ large planes: tile seams
 
 
-def _iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
-
-
-class BatchedFlood(FloodFillBackend):
-    """The flood-fill segmenter answering a batch of single-click prompts (one by one)."""
-
-    def decode(self, feats, coords, labels, mask_logits, multimask):
-        if coords is None or coords.shape[0] == 1:
-            return super().decode(feats, coords, labels, mask_logits, multimask)
-        outs = [
-            super(BatchedFlood, self).decode(feats, coords[i : i + 1], labels[i : i + 1], None, multimask)
-            for i in range(len(coords))
-        ]
-        return torch.cat([m for m, _ in outs]), torch.cat([s for _, s in outs])
 
 
 def _bright(shape, shapes):
@@ -270,7 +255,7 @@ def test_objects_across_tile_seams_are_counted_once():
         found = np.unique(labels[truth == obj])
         found = found[found > 0]
         assert len(found) == 1, (obj, found)  # one label, not split
-        assert _iou(labels == found[0], truth == obj) >= 0.95
+        assert iou(labels == found[0], truth == obj) >= 0.95
     assert not labels[truth == 0].any()
 
 
@@ -280,7 +265,7 @@ def test_tiled_masks_without_seam_growth_would_be_cut():
     masks = generate_masks(BatchedFlood(128), img, **SEAM_OPTS)
     full = [m.full(img.shape) for m in masks]
     assert len(full) == 1
-    assert _iou(full[0], truth == 1) >= 0.99  # the segmenter answers at 1/4 resolution: corners round
+    assert iou(full[0], truth == 1) >= 0.99  # the segmenter answers at 1/4 resolution: corners round
     assert full[0].any(axis=0).sum() == 260 > 128
 
 
@@ -315,17 +300,11 @@ def test_progress_and_cancel():
 # ------------------------------------------------------------------ masks -> instance labels
 
 
-def _mask(box, shape=(40, 40)):
-    m = np.zeros(shape, bool)
-    m[box[0] : box[2], box[1] : box[3]] = True
-    return AutoMask(m[box[0] : box[2], box[1] : box[3]], box, 0.9, 0.95, (0.0, 0.0), (0, 0, 40, 40))
-
-
 def test_a_whole_replaces_its_part_and_a_group_gives_way_to_its_members():
-    whole, part = _mask((2, 2, 12, 12)), _mask((2, 2, 12, 7))  # part: half of the whole
-    a, b = _mask((20, 2, 30, 10)), _mask((20, 12, 30, 20))
-    group = _mask((18, 0, 32, 22))  # a and b together, with background between
-    lone = _mask((2, 25, 10, 35))
+    whole, part = auto_mask((2, 2, 12, 12)), auto_mask((2, 2, 12, 7))  # part: half of the whole
+    a, b = auto_mask((20, 2, 30, 10)), auto_mask((20, 12, 30, 20))
+    group = auto_mask((18, 0, 32, 22))  # a and b together, with background between
+    lone = auto_mask((2, 25, 10, 35))
     labels = masks_to_labels([part, whole, a, group, b, lone], (40, 40))
     assert labels.max() == 4  # whole, a, b, lone
     assert np.unique(labels[2:12, 2:12]).tolist() == [1]
@@ -334,10 +313,10 @@ def test_a_whole_replaces_its_part_and_a_group_gives_way_to_its_members():
 
 
 def test_overlaps_are_painted_smaller_on_top_and_small_objects_dropped():
-    big, small = _mask((0, 0, 20, 20)), _mask((15, 15, 25, 25))  # overlap 25 of small's 100 px
+    big, small = auto_mask((0, 0, 20, 20)), auto_mask((15, 15, 25, 25))  # overlap 25 of small's 100 px
     labels = masks_to_labels([big, small], (40, 40))
     assert (labels[15:20, 15:20] == labels[24, 24]).all() and labels[0, 0] != labels[24, 24]
-    tiny = _mask((30, 30, 33, 33))
+    tiny = auto_mask((30, 30, 33, 33))
     assert masks_to_labels([big, tiny], (40, 40), min_area=10).max() == 1
 
 
@@ -366,14 +345,12 @@ def test_stack_seeds_get_consistent_new_ids_and_keyframes_are_written(monkeypatc
     """Random weights with the object score forced to 'absent': tracked frames stay empty, so the
     labels show exactly what the seeds added. Seeds are found by a stand-in generator."""
     import napari_sam2.engine.automask as am
-    from test_propagation import make_model
-
     model = make_model(score_bias=-20.0)
     stack = np.zeros((9, 48, 56), np.uint8)
     boxes = {0: [(5, 5, 20, 20)], 4: [(5, 5, 20, 20), (25, 30, 40, 50)], 8: [(30, 5, 45, 20)]}
 
     def fake_generate(predictor, source, *, frame, **kwargs):
-        return [_mask(b, (48, 56)) for b in boxes[frame[0]]]
+        return [auto_mask(b, (48, 56)) for b in boxes[frame[0]]]
 
     monkeypatch.setattr(am, "generate_masks", fake_generate)
     labels = np.zeros(stack.shape, np.uint16)
@@ -396,7 +373,7 @@ def test_stack_seeds_get_consistent_new_ids_and_keyframes_are_written(monkeypatc
         (0, 8, boxes[0][0]),
         (8, 9, boxes[8][0]),
     ]:
-        assert _iou(labels[frame] == obj, _mask(box, (48, 56)).full((48, 56))) >= 0.85, (frame, obj)
+        assert iou(labels[frame] == obj, auto_mask(box, (48, 56)).full((48, 56))) >= 0.85, (frame, obj)
     assert set(np.unique(labels[4])) == {0, 6, 7}
     assert (labels[0, 40:44, 40:44] == 5).all()
     assert set(np.unique(labels[[1, 2, 3, 5, 6, 7]])) == {0}  # absent everywhere else
@@ -405,9 +382,7 @@ def test_stack_seeds_get_consistent_new_ids_and_keyframes_are_written(monkeypatc
 
 def test_stack_cancel_keeps_finished_seeds(monkeypatch):
     import napari_sam2.engine.automask as am
-    from test_propagation import make_model
-
-    monkeypatch.setattr(am, "generate_masks", lambda *a, frame, **k: [_mask((5, 5, 20, 20), (48, 56))])
+    monkeypatch.setattr(am, "generate_masks", lambda *a, frame, **k: [auto_mask((5, 5, 20, 20), (48, 56))])
     seen = []  # cancel once the first seed frame is finished
 
     report = segment_everything(
@@ -419,7 +394,7 @@ def test_stack_cancel_keeps_finished_seeds(monkeypatch):
         cancel=lambda: bool(seen) and seen[-1] >= 18,
     )
     assert report.cancelled and report.seed_frames == [4] and report.objects == {1: 4}
-    assert _iou(report.labels[4] == 1, _mask((5, 5, 20, 20), (48, 56)).full((48, 56))) >= 0.85
+    assert iou(report.labels[4] == 1, auto_mask((5, 5, 20, 20), (48, 56)).full((48, 56))) >= 0.85
     assert not report.labels[0].any()
 
 
@@ -460,8 +435,6 @@ def test_bad_inputs_give_clear_errors():
         )
     with pytest.raises(AutoMaskError, match="pass a Sam2Model"):
         segment_everything(BatchedFlood(128), np.zeros((3, 40, 40), np.uint8), window=(0, 255))
-    from test_propagation import make_model
-
     with pytest.raises(AutoMaskError, match=r"seed_frames must be frame numbers in 0..2 along z"):
         segment_everything(make_model(), np.zeros((3, 40, 40), np.uint8), window=(0, 255), seed_frames=[3])
     with pytest.raises(AutoMaskError, match="min_area must be an int >= 0"):

@@ -5,18 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import make_volume, write_tiff
 from napari_sam2 import segment
 from napari_sam2.api.batch import BatchError, is_done, plan, run_batch
 from napari_sam2.cli import main
 from napari_sam2.engine.provenance import read_labels
-from test_api import make_volume, save_tiny, write_tiff
 
 PROMPTS = "z,obj_id,row,col,label\n1,1,30,35,1\n2,2,10,12,1\n"
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("models"))
 
 
 @pytest.fixture

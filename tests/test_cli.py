@@ -12,29 +12,13 @@ import pytest
 import tifffile
 import zarr
 
+from helpers import AUTO, CLICKS, TINY, make_volume, write_tiff
 from napari_sam2 import api, propagate, segment, segment_everything
 from napari_sam2.cli import EXIT_FAILURE, EXIT_MISSING, EXIT_USAGE, main
 from napari_sam2.engine import automask
 from napari_sam2.engine.provenance import read_labels, read_record
 from napari_sam2.engine.tiling import TileGrid
 from napari_sam2.model.weights import CACHE_ENV_VAR
-from test_api import AUTO, CLICKS, TINY, make_volume, save_sharp, save_tiny, write_tiff
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def sharp_ckpt(tmp_path_factory):
-    return save_sharp(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture
-def vol_file(tmp_path):
-    return write_tiff(tmp_path / "vol.tif", make_volume())
-
 
 PROMPTS_CSV = (
     "z,obj_id,row,col,label,row0,col0,row1,col1\n1,1,30,35,1,,,,\n1,1,50,10,0,,,,\n2,2,,,,5,5,15,20\n"

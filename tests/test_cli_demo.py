@@ -11,13 +11,10 @@ import numpy as np
 import tifffile
 from scipy import ndimage
 
+from helpers import iou
 from napari_sam2.cli import main
 from napari_sam2.plugin._demo import build_demo
 from napari_sam2.training import synthetic
-
-
-def iou(a, b):
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def _stack(tmp_path):

@@ -116,3 +116,20 @@ def test_the_walker_resolves_relative_and_nested_imports(tmp_path, source, expec
     (root / "cli").mkdir(parents=True)
     (root / "cli" / "probe.py").write_text(source)
     assert expected in [target for _, target in _imports(root / "cli" / "probe.py", root)]
+
+
+def test_no_test_module_imports_another():
+    """Shared builders live in tests/helpers/ and fixtures in conftest.py: a test module that
+    imports another one runs (and couples to) that module's tests' setup."""
+    tests = Path(__file__).resolve().parent
+    modules = {p.stem for p in tests.glob("test_*.py")}
+    offenders = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.relative_to(tests)}:{node.lineno} imports {n}" for n in names if n in modules]
+    assert not offenders, "\n".join(offenders)

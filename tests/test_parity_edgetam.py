@@ -20,6 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
+from helpers import close, same_masks
 from napari_sam2.engine import Prompt, Tracker
 from napari_sam2.model import get_config
 from napari_sam2.model.checkpoint import CheckpointError, identify_variant, load_checkpoint, read_state_dict
@@ -61,22 +62,6 @@ def ours(tmp: Path, image_size: int):
     return load_checkpoint(
         tmp / "edgetam.pt", config=replace(get_config("edgetam"), image_size=image_size)
     ).eval()
-
-
-def close(a, b, atol=LOGIT_ATOL):
-    assert a.shape == b.shape, (a.shape, b.shape)
-    diff = (a - b).abs().max().item()
-    assert diff <= atol, f"max abs diff {diff:.3g} > {atol}"
-
-
-def same_masks(ref_logits, ours_logits, atol=LOGIT_ATOL):
-    """Binary masks agree wherever the authors' logit is more than ``atol`` from the threshold: a
-    pixel within ``atol`` of 0 may fall either side with another CPU's kernels (CI saw one such
-    pixel flip in the multimask click case)."""
-    differ = (ref_logits > 0) != (ours_logits > 0)
-    near = ref_logits.abs() <= atol
-    assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} pixels differ away from the threshold"
-    assert int((differ & near).sum()) <= max(1, ref_logits.numel() // 100_000), "too many near-threshold flips"
 
 
 # ---------------------------------------------------------------------------------------------- image path

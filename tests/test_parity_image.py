@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from conftest import TEST_DEVICE, require_reference
+from helpers import close, same_masks
 from napari_sam2.model import VARIANTS, Sam2Model
 from reference import build_reference, hydra_config_name, ours_from
 
@@ -47,21 +48,6 @@ def pair(request, tmp_path_factory):
     x = torch.randn(1, 3, size, size).to(TEST_DEVICE)  # drawn on the CPU: the same input on every device
     with torch.inference_mode():
         return ref, ours, x, ref.forward_image(x), ours.encode_image(x)
-
-
-def close(a, b, atol):
-    assert a.shape == b.shape
-    diff = (a - b).abs().max().item()
-    assert diff <= atol, f"max abs diff {diff:.3g} > {atol}"
-
-
-def same_masks(ref_logits, ours, atol=LOGIT_ATOL):
-    """Binary masks (logits > 0) agree wherever the reference's logit is more than ``atol`` from
-    the threshold; a pixel within ``atol`` of it may fall either side with other CPU kernels."""
-    ref_logits, ours = torch.as_tensor(ref_logits), torch.as_tensor(ours)
-    differ = (ref_logits > 0) != ours
-    near = ref_logits.abs() <= atol
-    assert not (differ & ~near).any(), f"{int((differ & ~near).sum())} pixels differ away from the threshold"
 
 
 def test_trunk_neck_and_embeddings(pair):

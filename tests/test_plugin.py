@@ -20,7 +20,8 @@ import torch
 from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QApplication
 
-from flood_backend import FloodFillBackend
+from flood_backend import BatchedFlood, FloodFillBackend
+from helpers import auto_mask, iou, make_model, make_volume, save_tiny, write_tiff
 from napari_sam2.engine import FrameSequence, LabelWriter, Prompt, Tracker
 from napari_sam2.engine.provenance import read_labels
 from napari_sam2.plugin import console
@@ -30,9 +31,6 @@ from napari_sam2.plugin._sample import sample_nuclei_3d
 from napari_sam2.plugin._session import Session, Step, StepKind
 from napari_sam2.plugin._widget import Sam2Widget
 from napari_sam2.training import synthetic
-from test_api import make_volume, save_tiny, write_tiff
-from test_automask import BatchedFlood
-from test_propagation import make_model
 
 
 def clean(stack):
@@ -75,8 +73,6 @@ def largest(stack, z):
     return int(ids[np.argmax(counts)])
 
 
-def iou(a, b):
-    return (a & b).sum() / max((a | b).sum(), 1)
 
 
 def errors_since(n):
@@ -433,10 +429,8 @@ def test_segment_everything_through_the_stack_tracks_seeded_objects(viewer, qtbo
     """The engine's stack mode with a stand-in generator (as in test_automask): a random SAM2 whose
     object score says 'absent' leaves exactly the seeded object on its seed frame."""
     import napari_sam2.engine.automask as am
-    from test_automask import _mask
-
     def fake_generate(predictor, source, *, frame, **kwargs):
-        return [_mask((5, 5, 20, 20), (64, 64))]
+        return [auto_mask((5, 5, 20, 20), (64, 64))]
 
     monkeypatch.setattr(am, "generate_masks", fake_generate)
     viewer.add_image(small.image, name="img")
@@ -445,7 +439,7 @@ def test_segment_everything_through_the_stack_tracks_seeded_objects(viewer, qtbo
     widget.segment_everything(whole_stack=True, seed_frames=[4])
     data = viewer.layers["img SAM2 labels"].data
     assert widget.last_report.objects == {1: 4} and not widget.last_report.cancelled
-    assert iou(data[4] == 1, _mask((5, 5, 20, 20), (64, 64)).full((64, 64))) >= 0.85
+    assert iou(data[4] == 1, auto_mask((5, 5, 20, 20), (64, 64)).full((64, 64))) >= 0.85
     assert not np.delete(data, 4, axis=0).any()
     assert widget.session.object_id == 2
     widget.undo()

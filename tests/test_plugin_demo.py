@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from helpers import iou
 from napari_sam2.engine import load_model
 from napari_sam2.plugin._sample import sample_nuclei_3d
 from napari_sam2.plugin._widget import Sam2Widget
@@ -28,10 +29,6 @@ def truth():
 @pytest.fixture(scope="module")
 def demo():
     return load_model("demo", device="cpu")
-
-
-def iou(a, b):
-    return (a & b).sum() / max((a | b).sum(), 1)
 
 
 def deepest_point(mask):

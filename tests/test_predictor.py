@@ -13,15 +13,12 @@ import torch
 from scipy import ndimage
 
 from flood_backend import FloodFillBackend
+from helpers import iou
 from napari_sam2.engine.intensity import apply_window, to_model_input
 from napari_sam2.engine.predictor import ImagePredictor, PredictorError
 from napari_sam2.engine.prompts import Prompt, PromptError
 from napari_sam2.model import VARIANTS, Sam2Model
 from napari_sam2.model._layers import resize_bilinear
-
-
-def iou(a: np.ndarray, b: np.ndarray) -> float:
-    return float((a & b).sum() / max((a | b).sum(), 1))
 
 
 def disc(hw, centre, radius) -> np.ndarray:

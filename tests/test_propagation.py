@@ -7,13 +7,12 @@ clip run on ``NAPARI_SAM2_TEST_DEVICE`` (default CPU; see conftest.py)."""
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 import torch
 
 from conftest import TEST_DEVICE
+from helpers import H, W, make_model, square
 from napari_sam2.engine import (
     Crop,
     FrameSequence,
@@ -25,35 +24,6 @@ from napari_sam2.engine import (
     segment_bounds,
     to_model_input,
 )
-from napari_sam2.model import HieraConfig, Sam2Config, Sam2Model
-
-H, W = 48, 56
-CFG = Sam2Config(
-    name="p64",
-    trunk=HieraConfig(
-        embed_dim=16,
-        num_heads=1,
-        stages=(1, 1, 1, 1),
-        global_att_blocks=(2,),
-        window_spec=(4, 4, 4, 2),
-        pos_embed_size=(4, 4),
-    ),
-    image_size=64,
-    d_model=64,
-    mem_dim=32,
-    mem_attn_layers=1,
-    mem_attn_ffn_dim=128,
-    mem_fuser_layers=1,
-    decoder_mlp_dim=128,
-)
-
-
-def make_model(score_bias: float = 2.0, seed: int = 0, image_size: int = 64) -> Sam2Model:
-    torch.manual_seed(seed)
-    model = Sam2Model(replace(CFG, image_size=image_size)).eval()
-    with torch.no_grad():  # "object present" (or absent) for sure, instead of a coin flip
-        model.sam_mask_decoder.pred_obj_score_head.layers[-1].bias.fill_(score_bias)
-    return model
 
 
 @pytest.fixture(scope="module")
@@ -76,12 +46,6 @@ class Counting:
     def __call__(self, i):
         self.calls.append(i)
         return self.frames[i]
-
-
-def square(r, c, half=6, shape=(H, W)):
-    m = np.zeros(shape, bool)
-    m[max(r - half, 0) : r + half, max(c - half, 0) : c + half] = True
-    return m
 
 
 def run_patches(tracker, **kwargs):

@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     import sys
     import numpy as np, torch, zarr
     sys.path.insert(0, {tests!r})
-    from test_propagation import make_model, square
+    from helpers import make_model, square
     from napari_sam2.engine import FrameSequence, LabelWriter, Tracker, create_labels
 
     n, folder = int(sys.argv[1]), sys.argv[2]

@@ -13,6 +13,7 @@ import tifffile
 import torch
 
 import napari_sam2
+from helpers import AUTO, CLICKS, TINY, make_volume, write_tiff
 from napari_sam2 import Prompt, propagate, replay, segment, segment_everything
 from napari_sam2.cli import main
 from napari_sam2.engine.provenance import (
@@ -25,22 +26,6 @@ from napari_sam2.engine.provenance import (
 )
 from napari_sam2.model import Sam2Model
 from napari_sam2.model.checkpoint import save_checkpoint
-from test_api import AUTO, CLICKS, TINY, make_volume, save_sharp, save_tiny, write_tiff
-
-
-@pytest.fixture(scope="module")
-def tiny_ckpt(tmp_path_factory):
-    return save_tiny(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture(scope="module")
-def sharp_ckpt(tmp_path_factory):
-    return save_sharp(tmp_path_factory.mktemp("models"))
-
-
-@pytest.fixture
-def vol_file(tmp_path):
-    return write_tiff(tmp_path / "vol.tif", make_volume())
 
 
 def test_tiff_and_zarr_outputs_record_what_made_them(tiny_ckpt, vol_file, tmp_path):

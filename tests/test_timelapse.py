@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from helpers import make_model
 from napari_sam2.engine import LabelWriter, Prompt, TrackerError, track_through_time
-from test_propagation import make_model
 
 
 @pytest.fixture(scope="module")

@@ -115,6 +115,24 @@ def image_input(image: Any) -> tuple[Any, str | None, Any]:
     return image, None, None
 
 
+def medical_geometry(source: ImageSource, layer: Any) -> Any:
+    """The :class:`~napari_sam2.engine.medical.MedicalGeometry` of a NIfTI/NRRD/DICOM input: from the
+    file, or from a napari layer that our reader made (``metadata["napari_sam2_geometry"]``). It is
+    also set as ``source.medical`` so that the record's image entry holds it."""
+    if source.medical is None and layer is not None:
+        geometry = (getattr(layer, "metadata", None) or {}).get("napari_sam2_geometry")
+        if geometry is not None and tuple(geometry.shape) == (*source.frame_shape, *source.plane_hw):
+            source.medical = geometry
+    return source.medical
+
+
+def default_window(window: Any, geometry: Any) -> Any:
+    """The window to use: the one asked for, else a medical volume's preset (CT: a CT window)."""
+    if window is None and geometry is not None and geometry.preset != "auto":
+        return geometry.preset
+    return window
+
+
 def labels_target(labels: Any, out: Any, source: ImageSource) -> tuple[Any, Any]:
     """-> (the array to write into, the layer to refresh or None)."""
     shape = (*source.frame_shape, *source.plane_hw)
@@ -125,6 +143,11 @@ def labels_target(labels: Any, out: Any, source: ImageSource) -> tuple[Any, Any]
             raise LabelError(f"labels of shape {tuple(target.shape)} do not fit the image's {shape}")
         return target, layer
     if out is not None:
+        if str(out).lower().endswith((".nii", ".nii.gz", ".nrrd")) and source.medical is None:
+            raise ProvenanceError(
+                f"{Path(out).name}: NIfTI/NRRD labels are written in the geometry of a NIfTI, NRRD or DICOM "
+                "input; this image has none, so write .tif or .zarr"
+            )
         if Path(out).exists():
             raise ProvenanceError(
                 f"{out} already exists; choose another output (labels are never overwritten)"

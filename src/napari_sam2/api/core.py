@@ -10,13 +10,14 @@
     result = propagate("nuclei.zarr", {(30, 1): Prompt(box=(40, 150, 90, 210))}, model=model)
     result = segment_everything("nuclei.zarr", model=model, points_per_side=16)  # no prompts
 
-*Images* are anything :func:`napari_sam2.open_image` reads (numpy, dask, zarr, OME-Zarr, TIFF path)
-or a napari Image layer (duck-typed: ``.data``, ``.scale``, ``.translate``). *Prompts* are a
-:class:`Prompt` (object 1), a list of them (objects 1, 2, ...), a dict ``{obj_id: Prompt}`` on
-``frame``, a dict ``{(*frame, obj_id): Prompt}`` (e.g. ``{(z, 1): ...}``), a prompts file (see
-:func:`read_prompts`) or napari Points/Shapes layers. Coordinates are image pixels (row, col); a
-layer's points are mapped through its and the image layer's ``scale``/``translate``. Models, images,
-prompts and labels are made into engine objects in :mod:`napari_sam2.api._inputs`.
+*Images* are anything :func:`napari_sam2.open_image` reads (numpy, dask, zarr, OME-Zarr, TIFF path,
+NIfTI/NRRD file or DICOM folder; see :mod:`napari_sam2.engine.medical`) or a napari Image layer
+(duck-typed: ``.data``, ``.scale``, ``.translate``). *Prompts* are a :class:`Prompt` (object 1), a
+list of them (objects 1, 2, ...), a dict ``{obj_id: Prompt}`` on ``frame``, a dict
+``{(*frame, obj_id): Prompt}`` (e.g. ``{(z, 1): ...}``), a prompts file (see :func:`read_prompts`)
+or napari Points/Shapes layers. Coordinates are image pixels (row, col); a layer's points are mapped
+through its and the image layer's ``scale``/``translate``. Models, images, prompts and labels are
+made into engine objects in :mod:`napari_sam2.api._inputs`.
 
 Every call returns a :class:`SegmentationResult` whose ``record`` says how to make the labels again
 (:mod:`napari_sam2.engine.provenance`); :func:`replay` does so.
@@ -51,7 +52,15 @@ from ..engine.sources import open_image
 from ..engine.tracker import Tracker
 from ..model import Sam2Model
 from ._automatic import segment_everything
-from ._inputs import check_frames, image_input, labels_target, load_model, prompt_map
+from ._inputs import (
+    check_frames,
+    default_window,
+    image_input,
+    labels_target,
+    load_model,
+    medical_geometry,
+    prompt_map,
+)
 from ._inputs import resolve_model as _resolve_model
 from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
 
@@ -98,8 +107,9 @@ def segment(
         model: a loaded model, a name, a checkpoint path or ``"demo"`` (default: the best
             model available offline). Names and paths are loaded once per process.
         frame: the plane of prompts given without one (int or tuple over the t/z axes).
-        window: the intensity window for the whole dataset: None (robust percentiles), (low,
-            high) such as napari contrast limits, or a CT preset name.
+        window: the intensity window for the whole dataset: None (robust percentiles; for a CT
+            volume the ``ct:soft_tissue`` preset), (low, high) such as napari contrast limits, or a
+            CT preset name.
         tile_size, overlap, max_tiles, edge_margin: tiling of planes larger than the model
             input (see :class:`~napari_sam2.engine.predictor.ImagePredictor`).
         multimask: decode three candidates and keep the one with the best predicted IoU.
@@ -107,7 +117,8 @@ def segment(
         cache_dir: keep tile embeddings on disk here (``napari-sam2 embed`` fills it).
         labels: write into these labels (array or napari Labels layer) instead of new ones.
         overwrite: a new mask may take voxels of other objects (default: never).
-        out: also save to this ``.tif`` or ``.zarr`` (must not exist; zarr is written as it goes).
+        out: also save to this ``.tif`` or ``.zarr`` (must not exist; zarr is written as it goes),
+            or for a NIfTI/NRRD/DICOM input ``.nii.gz``/``.nii``/``.nrrd`` with the input's affine.
         device: "auto", "cpu", "cuda", ... for a model loaded here.
         progress: ``progress(objects_done, objects_total)``.
         cancel: polled before each object and tile; True raises :class:`Cancelled`.
@@ -120,6 +131,8 @@ def segment(
     pmap = prompt_map(prompts, frame, layer)
     source = open_image(data, axes=axes, channel=channel)
     try:
+        geometry = medical_geometry(source, layer)
+        win = default_window(window, geometry)  # a CT volume's preset unless a window is given
         check_frames(pmap, source)
         target, labels_layer = labels_target(labels, out, source)
         cache = EmbeddingCache(directory=cache_dir) if cache_dir is not None else None
@@ -135,7 +148,7 @@ def segment(
         frames = sorted({f for f, _ in pmap})
         done = 0
         for f in frames:
-            pred.set_image(source, frame=f, window=window)
+            pred.set_image(source, frame=f, window=win)
             masks = {}
             for (pf, obj), p in sorted(pmap.items()):
                 if pf != f:
@@ -167,7 +180,7 @@ def segment(
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out)
+    return finish(target, labels_layer, record, out, geometry)
 
 
 def propagate(
@@ -216,6 +229,8 @@ def propagate(
     pmap = prompt_map(prompts, frame, layer)
     source = open_image(data, axes=axes, channel=channel)
     try:
+        geometry = medical_geometry(source, layer)
+        win = default_window(window, geometry)  # a CT volume's preset unless a window is given
         check_frames(pmap, source)
         frame_axes = source.axes[:-2]
         axis = axis or ("z" if "z" in frame_axes else "t")
@@ -229,7 +244,7 @@ def propagate(
             if len(values) == 1:
                 fixed = {other: values.pop()}
         fixed = {k: int(v) for k, v in (fixed or {}).items()}
-        seq = FrameSequence(source, axis=axis, fixed=fixed, window=window, image_size=net.config.image_size)
+        seq = FrameSequence(source, axis=axis, fixed=fixed, window=win, image_size=net.config.image_size)
         pos = frame_axes.index(axis)
         for f, obj in pmap:
             if any(f[frame_axes.index(k)] != v for k, v in fixed.items() if k in frame_axes):
@@ -269,7 +284,7 @@ def propagate(
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out)
+    return finish(target, labels_layer, record, out, geometry)
 
 
 @contextlib.contextmanager

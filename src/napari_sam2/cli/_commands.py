@@ -50,8 +50,11 @@ def _exists(path: str, what: str) -> None:
 
 def _prepare_out(args: argparse.Namespace) -> None:
     out = Path(args.out)
-    if not out.name.lower().endswith((".tif", ".tiff", ".zarr")):
-        raise ValueError(f"--out {out}: labels are written as .tif/.tiff or .zarr")
+    if not out.name.lower().endswith((".tif", ".tiff", ".zarr", ".nii", ".nii.gz", ".nrrd")):
+        raise ValueError(
+            f"--out {out}: labels are written as .tif/.tiff or .zarr, or for a NIfTI/NRRD/DICOM input "
+            ".nii.gz/.nii/.nrrd"
+        )
     if out.exists():
         if not args.force:
             raise ValueError(f"{out} exists; pass --force to replace it")

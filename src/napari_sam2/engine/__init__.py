@@ -1,4 +1,4 @@
-"""Engine: arrays and prompts in, masks out. Never imports napari, qtpy or magicgui."""
+"""Engine: arrays and prompts in, masks out. Never imports napari or qtpy."""
 
 from .automask import (
     AutoMask,

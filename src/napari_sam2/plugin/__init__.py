@@ -1,1 +1,1 @@
-"""napari-facing layer: the only package that imports napari, qtpy or magicgui."""
+"""napari-facing layer: the only package that imports napari or qtpy."""

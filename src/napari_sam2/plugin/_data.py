@@ -5,10 +5,11 @@ every action asks first: the image layer, its geometry (:func:`._layers.image_ge
 the viewer shows, the engine's lazy source for it, and the output Labels layer (checked, or created
 the image's size).
 
-It also owns the *model input* window: by default one window for the whole dataset
-(:func:`napari_sam2.engine.intensity.dataset_window` of a sample of the image, computed once and
-never moved by the contrast slider), or, when asked, the layer's display contrast limits; the line
-under the picker says which one is in use and its numbers.
+It also owns the *model input* window: by default one fixed window for the whole dataset, never
+moved by the contrast slider (a medical volume's preset from napari-sam2's reader, e.g. a CT
+window, else :func:`napari_sam2.engine.intensity.dataset_window` of a sample of the image, computed
+once), or, when asked, the layer's display contrast limits; the line under the picker says which
+one is in use and its numbers.
 """
 
 from __future__ import annotations
@@ -55,6 +56,7 @@ class DataPicker(QGroupBox):
         self.on_labels_created = on_labels_created
         self._sources: dict[tuple, Any] = {}
         self._windows: dict[tuple, tuple[float, float]] = {}
+        self._watched: Image | None = None  # the image whose contrast limits the window line follows
         form = QFormLayout(self)
         self.image_combo = QComboBox()
         self.image_combo.setToolTip("The image layer to segment (clicks anywhere in the viewer go to it)")
@@ -97,6 +99,7 @@ class DataPicker(QGroupBox):
             combo.addItems(extra + [layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
             combo.setCurrentIndex(max(combo.findText(current), 0))
             combo.blockSignals(False)
+        self.show_window()
 
     @property
     def image_layer(self) -> Image | None:
@@ -153,8 +156,14 @@ class DataPicker(QGroupBox):
         layer = self.require_image() if layer is None else layer
         if self.uses_display_contrast:
             low, high = (float(v) for v in layer.contrast_limits)
-            self._show(f"{_num(low)} - {_num(high)} (display contrast: the slider changes the results)")
+            self._show(
+                f"contrast limits {low:g}..{high:g} (display contrast: the slider changes the results)"
+            )
             return (low, high)
+        preset = _preset(layer)
+        if preset is not None:  # the reader's medical window: fixed, and said in the reader's words
+            self._show(f"{preset[1]} (fixed)")
+            return preset[0]
         key = (id(raw_layer(layer)), id(layer.data))
         if key not in self._windows:
             geometry = self.geometry() if geometry is None else geometry
@@ -165,22 +174,39 @@ class DataPicker(QGroupBox):
         return (low, high)
 
     def show_window(self) -> None:
-        """Say which window the next action uses (computing a small image's dataset window now)."""
+        """Say which window the next action uses (computing a small image's dataset window now);
+        with "display contrast" the line follows the picked image's contrast limits."""
         layer = self.image_layer
+        if not (layer is None and self._watched is None) and not (
+            layer is not None and self._watched is not None and raw_layer(layer) is raw_layer(self._watched)
+        ):
+            if self._watched is not None:
+                self._watched.events.contrast_limits.disconnect(self._on_limits)
+            if layer is not None:
+                layer.events.contrast_limits.connect(self._on_limits)
+            self._watched = layer
         if layer is None:
             self._show("")
             return
         try:
             geometry = self.geometry()
-            if self.uses_display_contrast or (
-                (id(raw_layer(layer)), id(layer.data)) in self._windows
-                or int(np.prod(geometry.shape)) <= _EAGER_VALUES
+            if (
+                self.uses_display_contrast
+                or _preset(layer) is not None
+                or (
+                    (id(raw_layer(layer)), id(layer.data)) in self._windows
+                    or int(np.prod(geometry.shape)) <= _EAGER_VALUES
+                )
             ):
                 self.window(layer, geometry)
             else:
                 self._show("dataset window: fixed, computed at the first click")
         except (LayerError, ValueError) as err:  # an unusable image: the actions will say why
             self._show(f"no window: {err}"[:80])
+
+    def _on_limits(self, event: Any = None) -> None:
+        if self.uses_display_contrast:
+            self.show_window()
 
     def _show(self, text: str) -> None:
         self.window_label.setText(f"window {text}" if text and text[0].isdigit() else text)
@@ -226,8 +252,9 @@ class DataPicker(QGroupBox):
         if not create:
             return None
         data = np.zeros(geometry.shape, np.uint32)
-        layer = self.viewer.add_labels(
-            data, name=labels_name(image), scale=image.scale, translate=image.translate
+        medical = {k: v for k, v in (image.metadata or {}).items() if k.startswith("napari_sam2_")}
+        layer = self.viewer.add_labels(  # a medical image's geometry goes along, for the NIfTI writer
+            data, name=labels_name(image), scale=image.scale, translate=image.translate, metadata=medical
         )
         self.labels_combo.setCurrentText(layer.name)
         if self.on_labels_created is not None:
@@ -242,3 +269,12 @@ class DataPicker(QGroupBox):
 def _num(value: float) -> str:
     """A window bound for people: whole numbers from 100 on, else 4 significant digits."""
     return f"{value:.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:.4g}"
+
+
+def _preset(layer: Image) -> tuple[tuple[float, float], str] | None:
+    """The window napari-sam2's medical reader chose for ``layer`` and its description, if any."""
+    meta = (layer.metadata or {}).get("napari_sam2_medical") or {}
+    window = meta.get("window")
+    if window is None or len(window) != 2:
+        return None
+    return (float(window[0]), float(window[1])), str(meta.get("window_text", "preset"))
