@@ -1,9 +1,10 @@
-"""CPU speed of the SAM2 family side by side: our EdgeTAM, the authors' EdgeTAM, our SAM2.1-tiny, Meta's.
+"""CPU speed of the SAM2 family side by side: our EdgeTAM and EfficientTAM and their authors' code, our
+SAM2.1-tiny and Meta's.
 
-Each implementation runs in its own worker process (the authors' EdgeTAM installs as a package named
-``sam2``, like Meta's reference, so they cannot share a process), with random weights (speed does not
+Each implementation runs in its own worker process (the authors' EdgeTAM and EfficientTAM each install
+as a package named ``sam2``, like Meta's reference, so they cannot share a process), with random weights (speed does not
 depend on their values) and the same thread count. The parent sends one stage at a time to one worker
-while the others wait, rotating the order every round, so all four see the same machine load; ratios are
+while the others wait, rotating the order every round, so all see the same machine load; ratios are
 medians of the per-round ratios. Stages, as in ``bench_model.py``:
 
 1. ``encode``: image encoder on one (1, 3, S, S) image;
@@ -19,6 +20,10 @@ Usage::
     .venv/bin/python benchmarks/bench_families.py                # S = 1024, 3 rounds
     .venv/bin/python benchmarks/bench_families.py --quick        # smoke run: S = 256, 1 round
     .venv/bin/python benchmarks/bench_families.py --json out.json
+    .venv/bin/python benchmarks/bench_families.py --only ours_tiny ours_efficienttam_ti_1 authors_efficienttam_ti_1
+
+EfficientTAM is measured as ``efficienttam_ti_1`` and ``efficienttam_s_1`` (the efficient memory
+cross-attention, which the step's seven memories exercise) and ``efficienttam_ti`` (full attention).
 """
 
 from __future__ import annotations
@@ -36,13 +41,29 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 ORACLE = Path(os.environ.get("NAPARI_SAM2_ORACLE_EDGETAM", ROOT / ".oracles" / "edgetam"))
+ORACLE_EFFICIENTTAM = Path(
+    os.environ.get("NAPARI_SAM2_ORACLE_EFFICIENTTAM", ROOT / ".oracles" / "efficienttam")
+)
 STAGES = ("encode", "click", "step")
+_ETAM = "EfficientTAM-{}, authors' code (efficient-track-anything 1.0)"
 IMPLS = {
     # name: (model, implementation, what)
     "ours_edgetam": ("edgetam", "ours", "our EdgeTAM"),
     "authors_edgetam": ("edgetam", "authors", "EdgeTAM, authors' code (edgetam-dimos 1.0.1)"),
+    "ours_efficienttam_ti_1": ("efficienttam_ti_1", "ours", "our EfficientTAM-Ti (_1, pooled memory)"),
+    "authors_efficienttam_ti_1": ("efficienttam_ti_1", "authors", _ETAM.format("Ti (_1)")),
+    "ours_efficienttam_s_1": ("efficienttam_s_1", "ours", "our EfficientTAM-S (_1, pooled memory)"),
+    "authors_efficienttam_s_1": ("efficienttam_s_1", "authors", _ETAM.format("S (_1)")),
+    "ours_efficienttam_ti": ("efficienttam_ti", "ours", "our EfficientTAM-Ti (full memory attention)"),
+    "authors_efficienttam_ti": ("efficienttam_ti", "authors", _ETAM.format("Ti")),
     "ours_tiny": ("sam2.1_hiera_tiny", "ours", "our SAM2.1-tiny"),
     "meta_tiny": ("sam2.1_hiera_tiny", "meta", "SAM2.1-tiny, Meta's code (sam2 1.1.0)"),
+}
+# the authors' EfficientTAM memory cross-attention class for each of our variants
+_ETAM_SPEC = {
+    "efficienttam_ti": {"embed_dim": 192, "num_heads": 3, "cross_attention": "RoPEAttention"},
+    "efficienttam_ti_1": {"embed_dim": 192, "num_heads": 3, "cross_attention": "EfficientRoPEAttention1"},
+    "efficienttam_s_1": {"embed_dim": 384, "num_heads": 6, "cross_attention": "EfficientRoPEAttention1"},
 }
 
 
@@ -68,19 +89,53 @@ def _build_worker_stages(impl: str, model_name: str, size: int):
         from reference import build_reference
 
         return RefStages(build_reference(model_name, image_size=size, seed=0), inputs)
-    import family_oracle  # the authors' EdgeTAM, first on sys.path
+    import family_oracle  # the authors' code, first on sys.path
 
-    sys.path.insert(0, str(ORACLE))
-    side = size // 16
-    job = {
-        "kind": "image",
-        "config": "edgetam.yaml",
-        "image_size": size,
-        "overrides": {"memory_attention.layer.cross_attention.q_sizes": f"[{side},{side}]"},
-    }
+    if model_name == "edgetam":
+        sys.path.insert(0, str(ORACLE))
+        side = size // 16
+        job = {
+            "kind": "image",
+            "config": "edgetam.yaml",
+            "image_size": size,
+            "overrides": {"memory_attention.layer.cross_attention.q_sizes": f"[{side},{side}]"},
+        }
+    else:
+        sys.path.insert(0, str(ORACLE_EFFICIENTTAM))
+        job = {"kind": "image", "efficienttam": _ETAM_SPEC[model_name], "image_size": size}
     with tempfile.TemporaryDirectory() as tmp:
-        model, _ = family_oracle._build({**job, "checkpoint": str(Path(tmp) / "edgetam.pt")})
-    return RefStages(model, inputs)
+        model, _ = family_oracle._build({**job, "checkpoint": str(Path(tmp) / "model.pt")})
+    if model_name == "edgetam":
+        return RefStages(model, inputs)
+    return _sam20_ref_stages()(model, inputs)
+
+
+def _sam20_ref_stages():
+    """:class:`RefStages` for SAM 2.0-era code (EfficientTAM's): its ``_encode_new_memory`` takes no
+    object score."""
+    from bench_model import RefStages
+
+    class Sam20RefStages(RefStages):
+        def prepare_memories(self):
+            m = self.model
+            feats, _, sizes = self.vision
+            points = {"point_coords": self.inputs["coords"], "point_labels": self.inputs["labels"]}
+            *_, high_best, obj_ptr, score = m._forward_sam_heads(
+                self.embed, point_inputs=points, high_res_features=self.high_res, multimask_output=True
+            )
+            mem, mem_pos = m._encode_new_memory(feats, sizes, high_best, is_mask_from_pts=False)
+            entry = {
+                "maskmem_features": mem,
+                "maskmem_pos_enc": mem_pos,
+                "obj_ptr": obj_ptr,
+                "object_score_logits": score,
+            }
+            self.output_dict = {
+                "cond_frame_outputs": {0: entry},
+                "non_cond_frame_outputs": dict.fromkeys(range(1, self.frame_idx), entry),
+            }
+
+    return Sam20RefStages
 
 
 def worker_main(impl: str, model_name: str, size: int, threads: int) -> None:
@@ -145,7 +200,7 @@ class Worker:
 
 
 def run(args) -> dict:
-    workers = [Worker(name, args) for name in IMPLS]
+    workers = [Worker(name, args) for name in args.only]
     times: dict[str, dict[str, list[float]]] = {w.name: {s: [] for s in STAGES} for w in workers}
     try:
         for w in workers:  # warm-up; the step needs memories from a click on the frame
@@ -181,14 +236,22 @@ def summarise(result: dict) -> dict:
         fb = [e + s for e, s in zip(t[b]["encode"], t[b]["step"], strict=True)]
         return statistics.median(y / x for x, y in zip(fa, fb, strict=True))  # fps ratio a/b
 
-    ratios = {
-        "ours_edgetam_vs_authors (time)": {s: paired("ours_edgetam", "authors_edgetam", s) for s in STAGES},
-        "ours_tiny_vs_meta (time)": {s: paired("ours_tiny", "meta_tiny", s) for s in STAGES},
-        "ours_edgetam_vs_ours_tiny (time)": {s: paired("ours_edgetam", "ours_tiny", s) for s in STAGES},
-        "fps ours_edgetam / ours_tiny": paired_frame("ours_edgetam", "ours_tiny"),
-        "fps ours_edgetam / authors_edgetam": paired_frame("ours_edgetam", "authors_edgetam"),
-        "fps ours_tiny / meta_tiny": paired_frame("ours_tiny", "meta_tiny"),
-    }
+    ratios: dict = {}
+    ours = [n for n in t if n.startswith("ours_")]
+    for a in ours:  # ours vs its authors' (or Meta's) code
+        b = "meta_tiny" if a == "ours_tiny" else a.replace("ours_", "authors_")
+        if b in t:
+            ratios[f"{a}_vs_{b.split('_')[0]} (time)"] = {s: paired(a, b, s) for s in STAGES}
+    for a in ours:  # each family vs our SAM2.1-tiny
+        if a != "ours_tiny" and "ours_tiny" in t:
+            ratios[f"{a}_vs_ours_tiny (time)"] = {s: paired(a, "ours_tiny", s) for s in STAGES}
+    for a in ours:
+        if a != "ours_tiny" and "ours_tiny" in t:
+            ratios[f"fps {a} / ours_tiny"] = paired_frame(a, "ours_tiny")
+    for a in ours:
+        b = "meta_tiny" if a == "ours_tiny" else a.replace("ours_", "authors_")
+        if b in t:
+            ratios[f"fps {a} / {b}"] = paired_frame(a, b)
     return {"median_s": med, "fps": fps, "ratios": ratios}
 
 
@@ -197,8 +260,8 @@ def print_tables(summary: dict, rss: dict, args) -> None:
     print(f"\nS = {args.image_size}, {args.threads} torch threads, {args.rounds} rounds (medians)\n")
     print("| model | encode (s) | click (ms) | step (s) | propagation (frames/s) | peak RSS (MiB) |")
     print("|---|---:|---:|---:|---:|---:|")
-    for name, (_, _, what) in IMPLS.items():
-        m = med[name]
+    for name in args.only:
+        what, m = IMPLS[name][2], med[name]
         print(
             f"| {what} | {m['encode']:.3f} | {1000 * m['click']:.1f} | {m['step']:.3f} | "
             f"{fps[name]:.2f} | {rss[name]:.0f} |"
@@ -222,14 +285,28 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--threads", type=int, default=2, help="torch threads per worker (default 2)")
     p.add_argument("--quick", action="store_true", help="smoke run: S = 256, 1 round")
     p.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the results as JSON")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=list(IMPLS),
+        default=list(IMPLS),
+        metavar="IMPL",
+        help=f"implementations to run (default all: {', '.join(IMPLS)})",
+    )
     p.add_argument("--worker", nargs=4, help=argparse.SUPPRESS)
     args = p.parse_args(argv)
     if args.worker:
         impl, model, size, threads = args.worker
         worker_main(impl, model, int(size), int(threads))
         return
-    if not (ORACLE / "sam2" / "configs" / "edgetam.yaml").is_file():
+    if (
+        any(n == "authors_edgetam" for n in args.only)
+        and not (ORACLE / "sam2" / "configs" / "edgetam.yaml").is_file()
+    ):
         sys.exit(f"the authors' EdgeTAM is not installed in {ORACLE}; run scripts/setup.sh")
+    vitdet = ORACLE_EFFICIENTTAM / "sam2" / "modeling" / "backbones" / "vitdet.py"
+    if any(n.startswith("authors_efficienttam") for n in args.only) and not vitdet.is_file():
+        sys.exit(f"the authors' EfficientTAM is not installed in {ORACLE_EFFICIENTTAM}; run scripts/setup.sh")
     args.image_size = args.image_size or (256 if args.quick else 1024)
     args.rounds = args.rounds or (1 if args.quick else 3)
     start = time.perf_counter()

@@ -51,7 +51,10 @@ pip=(.venv/bin/python -m pip --disable-pip-version-check)
 SAM2_BUILD_CUDA=0 "${pip[@]}" install --progress-bar off --no-build-isolation --no-deps sam2==1.1.0
 # The authors' code of the other SAM2-family models (test oracles only). Each installs as a package named
 # sam2, so each gets its own folder, which tests/family_oracle.py puts first on sys.path in a subprocess.
-rm -rf .oracles/edgetam
+rm -rf .oracles/edgetam .oracles/efficienttam
 "${pip[@]}" install --progress-bar off --no-deps --target .oracles/edgetam edgetam-dimos==1.0.1 timm==1.0.31
+# EfficientTAM's code needs nothing the venv lacks (torch, torchvision, hydra-core, omegaconf, numpy, pillow,
+# tqdm, and pytest for an import in its utils); its wheel has no configs (tests/family_oracle.py supplies them).
+"${pip[@]}" install --progress-bar off --no-deps --target .oracles/efficienttam efficient-track-anything==1.0
 echo "$want" >"$stamp"
 echo "setup: done"

@@ -1,4 +1,4 @@
-"""Run the authors' code of a SAM2-family model (EdgeTAM, ...) as a test oracle, in its own process.
+"""Run the authors' code of a SAM2-family model (EdgeTAM, EfficientTAM) as a test oracle, in its own process.
 
 The authors' packages install under the import name ``sam2``, like Meta's reference that the other
 parity tests import, so they never share a process with it: a test runs
@@ -12,7 +12,9 @@ then loads the checkpoint into our model and compares in its own process.
 
 Jobs (JSON): ``{"kind": "image" | "video", "config": "edgetam.yaml", "image_size": 512,
 "seed": 0, "overrides": {...}, "checkpoint": PATH, "out": PATH, ...}``; see :func:`run_image`
-and :func:`run_video` for the rest, and :func:`_perceiver_one_object_at_a_time`.
+and :func:`run_video` for the rest, and :func:`_perceiver_one_object_at_a_time`. A job with
+``"efficienttam": {"embed_dim": 192, "num_heads": 3, "cross_attention": "RoPEAttention"}`` builds an
+EfficientTAM instead: see :func:`_register_efficienttam`.
 """
 
 from __future__ import annotations
@@ -49,6 +51,135 @@ def _perceiver_one_object_at_a_time(torch) -> None:
     PerceiverResampler.forward_2d = per_object
 
 
+def _register_efficienttam(spec: dict) -> str:
+    """The ``efficient-track-anything`` 1.0 wheel ships its model code but none of its YAML configs
+    (``sam2/configs`` holds only ``__init__.py``), so the architecture is registered here with Hydra's
+    config store under a name its own builders can compose. The values are those of the authors'
+    ``efficienttam_{ti,s}[_1|_2|_512x512].yaml`` (yformer/EfficientTAM): a plain ViT trunk (patch 16,
+    12 blocks, 14 x 14 windows except in blocks 2, 5, 8 and 11), a single-level neck with layer norms,
+    no high-resolution features in the mask decoder, SAM 2.0 memory flags, and the memory
+    cross-attention class that the variant's file names (``RoPEAttention`` for the plain files,
+    ``EfficientRoPEAttention1`` for ``_1``, ``EfficientRoPEAttention2`` for ``_2``)."""
+    from hydra.core.config_store import ConfigStore
+
+    dim = spec["embed_dim"]
+    mod = "sam2.modeling"
+
+    def sine(n):
+        return {
+            "_target_": f"{mod}.position_encoding.PositionEmbeddingSine",
+            "num_pos_feats": n,
+            "normalize": True,
+            "scale": None,
+            "temperature": 10000,
+        }
+
+    def rope(target, **extra):
+        return {
+            "_target_": f"{mod}.sam.transformer.{target}",
+            "rope_theta": 10000.0,
+            "feat_sizes": [32, 32],
+            "embedding_dim": 256,
+            "num_heads": 1,
+            "downsample_rate": 1,
+            "dropout": 0.1,
+            **extra,
+        }
+
+    model = {
+        "_target_": f"{mod}.sam2_base.SAM2Base",
+        "image_encoder": {
+            "_target_": f"{mod}.backbones.image_encoder.ImageEncoder",
+            "scalp": 0,
+            "trunk": {
+                "_target_": f"{mod}.backbones.vitdet.ViT",
+                "patch_size": 16,
+                "embed_dim": dim,
+                "depth": 12,
+                "num_heads": spec["num_heads"],
+                "mlp_ratio": 4.0,
+                "qkv_bias": True,
+                "drop_path_rate": 0.0,
+                "use_rel_pos": False,
+                "window_size": 14,
+                "window_block_indexes": [0, 1, 3, 4, 6, 7, 9, 10],
+            },
+            "neck": {
+                "_target_": f"{mod}.backbones.image_encoder.ViTDetNeck",
+                "position_encoding": sine(256),
+                "d_model": 256,
+                "backbone_channel_list": [dim],
+                "neck_norm": "LN",
+            },
+        },
+        "memory_attention": {
+            "_target_": f"{mod}.memory_attention.MemoryAttention",
+            "d_model": 256,
+            "pos_enc_at_input": True,
+            "num_layers": 4,
+            "layer": {
+                "_target_": f"{mod}.memory_attention.MemoryAttentionLayer",
+                "activation": "relu",
+                "dim_feedforward": 2048,
+                "dropout": 0.1,
+                "pos_enc_at_attn": False,
+                "d_model": 256,
+                "pos_enc_at_cross_attn_keys": True,
+                "pos_enc_at_cross_attn_queries": False,
+                "self_attention": rope("RoPEAttention"),
+                "cross_attention": rope(spec["cross_attention"], rope_k_repeat=True, kv_in_dim=64),
+            },
+        },
+        "memory_encoder": {
+            "_target_": f"{mod}.memory_encoder.MemoryEncoder",
+            "out_dim": 64,
+            "position_encoding": sine(64),
+            "mask_downsampler": {
+                "_target_": f"{mod}.memory_encoder.MaskDownSampler",
+                "kernel_size": 3,
+                "stride": 2,
+                "padding": 1,
+            },
+            "fuser": {
+                "_target_": f"{mod}.memory_encoder.Fuser",
+                "num_layers": 2,
+                "layer": {
+                    "_target_": f"{mod}.memory_encoder.CXBlock",
+                    "dim": 256,
+                    "kernel_size": 7,
+                    "padding": 3,
+                    "layer_scale_init_value": 1e-6,
+                    "use_dwconv": True,
+                },
+            },
+        },
+        "num_maskmem": 7,
+        "image_size": 1024,
+        "sigmoid_scale_for_mem_enc": 20.0,
+        "sigmoid_bias_for_mem_enc": -10.0,
+        "use_mask_input_as_output_without_sam": True,
+        "directly_add_no_mem_embed": True,
+        "use_high_res_features_in_sam": False,
+        "multimask_output_in_sam": True,
+        "iou_prediction_use_sigmoid": True,
+        "use_obj_ptrs_in_encoder": True,
+        "add_tpos_enc_to_obj_ptrs": False,
+        "only_obj_ptrs_in_the_past_for_eval": True,
+        "pred_obj_scores": True,
+        "pred_obj_scores_mlp": True,
+        "fixed_no_obj_ptr": True,
+        "multimask_output_for_tracking": True,
+        "use_multimask_token_for_obj_ptr": True,
+        "multimask_min_pt_num": 0,
+        "multimask_max_pt_num": 1,
+        "use_mlp_for_obj_ptr_proj": True,
+        "compile_image_encoder": False,
+    }
+    name = f"napari_sam2_efficienttam_{dim}_{spec['cross_attention']}"
+    ConfigStore.instance().store(name=name, node={"model": model})
+    return name
+
+
 def _randomise(model, torch) -> None:
     """Values that trained checkpoints have and the initialisation lacks (so nothing is trivially
     0 or 1): batch-norm statistics and affine terms, layer-scale gammas, a positive object score."""
@@ -65,6 +196,9 @@ def _randomise(model, torch) -> None:
                 m.running_mean.copy_(rand(m.running_mean, -0.1, 0.1))
                 m.running_var.copy_(rand(m.running_var, 0.5, 1.5))
         model.sam_mask_decoder.pred_obj_score_head.layers[2].bias.fill_(2.0)
+        trunk = model.image_encoder.trunk
+        if getattr(trunk, "pos_embed", None) is not None and trunk.pos_embed.ndim == 3:  # ViT: zeros at init
+            trunk.pos_embed.copy_(torch.randn(trunk.pos_embed.shape, generator=gen) * 0.02)
         for layer in model.memory_encoder.fuser.layers:
             layer.gamma.fill_(0.5)
 
@@ -75,6 +209,7 @@ def _build(job: dict):
     from sam2.build_sam import build_sam2, build_sam2_video_predictor
 
     _offline_timm(sam2)
+    config = _register_efficienttam(job["efficienttam"]) if "efficienttam" in job else job["config"]
     if job.get("split_perceiver_batch"):
         _perceiver_one_object_at_a_time(torch)
     extra = [f"++model.image_size={job['image_size']}"] + [
@@ -82,7 +217,7 @@ def _build(job: dict):
     ]
     torch.manual_seed(job.get("seed", 0))
     builder = build_sam2_video_predictor if job["kind"] == "video" else build_sam2
-    model = builder(job["config"], None, device="cpu", hydra_overrides_extra=extra)
+    model = builder(config, None, device="cpu", hydra_overrides_extra=extra)
     _randomise(model, torch)
     model.eval()
     torch.save({"model": model.state_dict()}, job["checkpoint"])
@@ -102,9 +237,12 @@ def run_image(job: dict) -> dict:
         back = model.forward_image(x)
         out["fpn"] = list(back["backbone_fpn"])
         out["pos"] = list(back["vision_pos_enc"])
-        embed = back["backbone_fpn"][2] + model.no_mem_embed.view(1, -1, 1, 1)
+        embed = back["backbone_fpn"][-1] + model.no_mem_embed.view(1, -1, 1, 1)
         pe = model.sam_prompt_encoder
-        hr = [back["backbone_fpn"][0], back["backbone_fpn"][1]]
+        # stride-4 and stride-8 levels, already projected by forward_image (none for EfficientTAM)
+        hr = (
+            [back["backbone_fpn"][0], back["backbone_fpn"][1]] if model.use_high_res_features_in_sam else None
+        )
 
         def decode(coords, labels, mask, multi):
             sparse, dense = pe(points=(coords, labels), boxes=None, masks=mask)
@@ -144,13 +282,17 @@ def run_video(job: dict) -> dict:
     predictor, torch = _build(job)
     import numpy as np
 
+    # SAM 2.0-era predictors (EfficientTAM's) have only ``add_new_points``: a box is its two corners
+    # with labels 2 and 3, first, replacing the frame's earlier points (what ``box=`` does in the newer API)
+    old_api = not hasattr(predictor, "add_new_points_or_box")
+    add = predictor.add_new_points if old_api else predictor.add_new_points_or_box
     records = []
     with torch.inference_mode():
         state = predictor.init_state(job["clip"])
         for step in job["steps"]:
             if step[0] == "points":
                 _, frame, obj, pts, labels, clear = step
-                _, ids, masks = predictor.add_new_points_or_box(
+                _, ids, masks = add(
                     state,
                     frame,
                     obj,
@@ -161,9 +303,11 @@ def run_video(job: dict) -> dict:
                 records.append({frame: (list(ids), masks.clone())})
             elif step[0] == "box":
                 _, frame, obj, box = step
-                _, ids, masks = predictor.add_new_points_or_box(
-                    state, frame, obj, box=np.array(box, np.float32)
-                )
+                if old_api:
+                    corners = np.array(box, np.float32).reshape(2, 2)
+                    _, ids, masks = add(state, frame, obj, points=corners, labels=np.array([2, 3], np.int32))
+                else:
+                    _, ids, masks = add(state, frame, obj, box=np.array(box, np.float32))
                 records.append({frame: (list(ids), masks.clone())})
             else:
                 _, start, reverse = step

@@ -123,7 +123,7 @@ def test_missing_file_and_unknown_name(tmp_path):
         load_checkpoint(tmp_path / "nope.pt")
     with pytest.raises(CheckpointError, match="not found"):
         napari_sam2.load_model(str(tmp_path / "nope.pt"))
-    with pytest.raises(KeyError, match="official names"):
+    with pytest.raises(KeyError, match="neither a file nor a known model name; names: sam2_hiera_tiny"):
         napari_sam2.load_model("sam3_giant")
 
 

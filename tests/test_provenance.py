@@ -40,6 +40,7 @@ def test_tiff_and_zarr_outputs_record_what_made_them(tiny_ckpt, vol_file, tmp_pa
             "source": str(tiny_ckpt.resolve()),
             "sha256": sha,
             "name": "tiny-64",
+            "family": "sam2",
             "fingerprint": rec.model["fingerprint"],
         }
         assert rec.image["path"] == str(vol_file.resolve()) and rec.image["shape"] == [4, 60, 70]

@@ -25,7 +25,7 @@ from ..engine.provenance import ProvenanceError, file_sha256, temporary_path
 from ..engine.provenance.prompt_files import merge_prompts, prompts_from_table, read_prompts
 from ..engine.sources import ImageSource
 from ..model import Sam2Model
-from ..model.weights import OFFICIAL_WEIGHTS, cache_dir
+from ..model.weights import UnknownWeightsError, cache_dir, get_weights_info
 
 PromptKey = tuple[tuple[int, ...], int]
 
@@ -53,12 +53,13 @@ def _model_source(source: str | os.PathLike) -> dict[str, Any]:
     name = str(source)
     if name == _models.DEMO_NAME:
         return {"source": name, "sha256": _checkpoint_sha(_models.demo_checkpoint_path())}
-    info = OFFICIAL_WEIGHTS.get(name.removesuffix(".pt"))
-    if info is not None:
-        cached = cache_dir() / info.filename
-        sha = info.sha256 or (_checkpoint_sha(cached) if cached.is_file() else None)
-        return {"source": info.name, "sha256": sha}
-    return {"source": name, "sha256": None}
+    try:
+        info = get_weights_info(name)
+    except UnknownWeightsError:
+        return {"source": name, "sha256": None}
+    cached = cache_dir() / info.filename
+    sha = info.sha256 or (_checkpoint_sha(cached) if cached.is_file() else None)
+    return {"source": info.name, "sha256": sha}
 
 
 def load_model(

@@ -49,7 +49,10 @@ def _common(p: argparse.ArgumentParser, *, image: bool = True) -> None:
             "image", help="image: TIFF file, zarr / OME-Zarr folder, NIfTI/NRRD file or DICOM folder"
         )
     p.add_argument(
-        "--model", default=None, help="official name, checkpoint file or 'demo' (default: best offline)"
+        "--model",
+        default=None,
+        help="model name (see 'models list', e.g. sam2.1_hiera_tiny, edgetam, efficienttam_ti), checkpoint file "
+        "or 'demo' (default: best offline)",
     )
     p.add_argument("--device", default="cpu", help="cpu (default, reproducible), cuda, mps or auto")
     p.add_argument(
@@ -181,7 +184,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     models = sub.add_parser("models", help="list, download and verify model weights")
     msub = models.add_subparsers(dest="action", metavar="ACTION", required=True)
-    msub.add_parser("list", help="official models and the demo model, and whether they are cached")
+    msub.add_parser(
+        "list",
+        help="SAM 2/2.1, EdgeTAM, EfficientTAM, MedSAM2 and the demo model, with sizes and whether cached",
+    )
     d = msub.add_parser("download", help="download official weights (checksums verified)")
     d.add_argument("names", nargs="+")
     v = msub.add_parser("verify", help="check cached weights against their SHA-256")

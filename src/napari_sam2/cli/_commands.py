@@ -251,11 +251,12 @@ def models(args: argparse.Namespace) -> int:
         return 0
     if args.action == "list":
         folder = w.cache_dir()
-        print(f"{'name':24} {'size':>9}  {'cached':6}  sha256")
-        for name, info in w.OFFICIAL_WEIGHTS.items():
+        print(f"{'name':24} {'family':13} {'size':>9}  {'cached':6}  {'sha256':16}  hint")
+        for name, info in {**w.OFFICIAL_WEIGHTS, **w.FAMILY_WEIGHTS}.items():
             size = f"{info.size_bytes / 2**20:.0f} MiB" if info.size_bytes else "?"
             cached = "yes" if (folder / info.filename).is_file() else "no"
-            print(f"{name:24} {size:>9}  {cached:6}  {(info.sha256 or '?')[:16]}")
+            family, hint = w.FAMILIES[w.family_of(name)]
+            print(f"{name:24} {family:13} {size:>9}  {cached:6}  {(info.sha256 or '?')[:16]:16}  {hint}")
         print(
             f"{m.DEMO_NAME:24} {'':>9}  {'yes' if m.DEMO_FILE.is_file() else 'no':6}  (shipped with the package)"
         )
@@ -269,7 +270,8 @@ def models(args: argparse.Namespace) -> int:
             print(f"{info.name}: {path} (verified)")
         return 0
     # verify
-    names = args.names or [n for n, i in w.OFFICIAL_WEIGHTS.items() if (w.cache_dir() / i.filename).is_file()]
+    every = {**w.OFFICIAL_WEIGHTS, **w.FAMILY_WEIGHTS}
+    names = args.names or [n for n, i in every.items() if (w.cache_dir() / i.filename).is_file()]
     if not names:
         print(f"no official weights cached in {w.cache_dir()}")
         return 0

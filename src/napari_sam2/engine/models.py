@@ -1,4 +1,5 @@
-"""Load a SAM2 model by official name, from a file, or the shipped demo model, onto the chosen device.
+"""Load a SAM2-family model by name (SAM 2/2.1, EdgeTAM, EfficientTAM, MedSAM2), from a file, or the
+shipped demo model, onto the chosen device.
 
 Without a name, :func:`default_model` picks the best model available offline: official weights
 already in the cache (smallest first), else the small demo model that ships inside the package
@@ -17,6 +18,8 @@ from ..model import Sam2Config, Sam2Model
 from ..model.checkpoint import CheckpointError, load_checkpoint
 from ..model.config import DEMO_CONFIG
 from ..model.weights import (
+    ALIASES,
+    FAMILY_WEIGHTS,
     OFFICIAL_WEIGHTS,
     UnknownWeightsError,
     cache_dir,
@@ -95,9 +98,11 @@ def load_model(
     """Load a SAM2 model, in eval mode, on ``device``.
 
     Args:
-        source: a checkpoint file (official ``.pt`` layout or a bare state dict), an official
-            name such as ``"sam2.1_hiera_tiny"`` (downloaded once into the weights cache), or
-            ``"demo"`` for the small model shipped with the package. An existing file wins over a
+        source: a checkpoint file (official ``.pt`` layout or a bare state dict), a registry
+            name such as ``"sam2.1_hiera_tiny"``, ``"edgetam"``, ``"efficienttam_ti"`` or
+            ``"MedSAM2_latest"`` (downloaded once into the weights cache; short aliases such as
+            ``"efficienttam_ti_512"`` work too), or ``"demo"`` for the small model shipped with
+            the package. An existing file wins over a
             name. None: :func:`default_model` (cached official weights, else the demo model).
         config: the architecture, if it cannot be read from the file (see
             :func:`napari_sam2.model.checkpoint.load_checkpoint`).
@@ -120,17 +125,20 @@ def load_model(
     path = Path(source)
     if not path.is_file():
         name = str(source).removesuffix(".pt")
-        if name not in OFFICIAL_WEIGHTS:
+        name = ALIASES.get(name, name)
+        if name not in OFFICIAL_WEIGHTS and name not in FAMILY_WEIGHTS:
             if path.suffix or os.sep in str(source) or "/" in str(source):
                 raise CheckpointError(f"checkpoint file not found: {path}")
             raise UnknownWeightsError(
-                f"{source!r} is neither a file nor an official model name; "
-                f"official names: {', '.join(OFFICIAL_WEIGHTS)}, or {DEMO_NAME!r} for the shipped demo model"
+                f"{source!r} is neither a file nor a known model name; names: "
+                f"{', '.join([*OFFICIAL_WEIGHTS, *FAMILY_WEIGHTS, *ALIASES])}, "
+                f"or {DEMO_NAME!r} for the shipped demo model"
             )
         if progress is None and download and not (cache_dir() / f"{name}.pt").is_file():
             with tqdm_progress(f"downloading {name}.pt") as bar:
                 path = ensure_weights(name, download=download, progress=bar)
         else:
             path = ensure_weights(name, download=download, progress=progress)
-        config = config or name
+        info = FAMILY_WEIGHTS.get(name)
+        config = config or (info.config if info is not None else name)
     return load_checkpoint(path, config=config).to(dev)

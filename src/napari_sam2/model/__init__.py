@@ -7,6 +7,7 @@ from .config import (
     PerceiverConfig,
     RepViTConfig,
     Sam2Config,
+    ViTConfig,
     get_config,
 )
 from .sam2_model import FrameOutput, ImageFeatures, Memory, Sam2Model
@@ -16,6 +17,7 @@ __all__ = [
     "FAMILY_VARIANTS",
     "HieraConfig",
     "RepViTConfig",
+    "ViTConfig",
     "PerceiverConfig",
     "Sam2Config",
     "get_config",

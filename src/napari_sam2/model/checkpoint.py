@@ -21,7 +21,15 @@ from pathlib import Path
 
 import torch
 
-from .config import FAMILY_VARIANTS, VARIANTS, HieraConfig, PerceiverConfig, RepViTConfig, Sam2Config
+from .config import (
+    FAMILY_VARIANTS,
+    VARIANTS,
+    HieraConfig,
+    PerceiverConfig,
+    RepViTConfig,
+    Sam2Config,
+    ViTConfig,
+)
 from .sam2_model import Sam2Model
 from .weights import FAMILY_WEIGHTS
 
@@ -103,11 +111,14 @@ def identify_variant(state: Mapping[str, torch.Tensor]) -> str | None:
 
     SAM2 variants are told apart cheaply by the trunk's width and depth and the SAM 2.1 entries;
     other families (:data:`FAMILY_VARIANTS`, e.g. EdgeTAM) by their whole layout of names and
-    shapes. :func:`load_checkpoint` then checks every name and shape.
+    shapes. :func:`load_checkpoint` then checks every name and shape. EfficientTAM's files of one
+    trunk share one layout (they differ in how they are run, see ``FAMILY_VARIANTS``): the plain
+    variant, listed first, is the answer.
     """
     patch = state.get("image_encoder.trunk.patch_embed.proj.weight")
-    if patch is None:
-        if any(k.startswith("image_encoder.trunk.body.") for k in state):
+    vit_pos = state.get("image_encoder.trunk.pos_embed")
+    if patch is None or (vit_pos is not None and vit_pos.ndim == 3):  # RepViT or ViT trunk
+        if any(k.startswith(("image_encoder.trunk.body.", "image_encoder.trunk.blocks.")) for k in state):
             shapes = _shapes(state)
             for name, cfg in FAMILY_VARIANTS.items():
                 if _layout(cfg) == shapes:
@@ -127,7 +138,12 @@ def _config_from_dict(d: Mapping) -> Sam2Config:
 
     fields = dict(d)
     trunk = plain(fields.pop("trunk", {}))
-    trunk = RepViTConfig(**trunk) if "widths" in trunk else HieraConfig(**trunk)
+    if "widths" in trunk:
+        trunk = RepViTConfig(**trunk)
+    elif "patch_size" in trunk:
+        trunk = ViTConfig(**trunk)
+    else:
+        trunk = HieraConfig(**trunk)
     perceiver = fields.pop("perceiver", None)
     perceiver = PerceiverConfig(**plain(perceiver)) if perceiver is not None else None
     return Sam2Config(trunk=trunk, perceiver=perceiver, **plain(fields))
@@ -192,7 +208,9 @@ def load_checkpoint(path: str | os.PathLike, config: Sam2Config | str | None = N
         try:
             config = _config_from_dict(stored)
         except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{path} stores a model config that this version cannot read: {exc}") from None
+            raise CheckpointError(
+                f"{path} stores a model config that this version cannot read: {exc}"
+            ) from None
     if config is None:
         config = _config_for_file(path)
     if config is None:

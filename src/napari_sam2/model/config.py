@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 __all__ = [
     "HieraConfig",
     "RepViTConfig",
+    "ViTConfig",
     "PerceiverConfig",
     "Sam2Config",
     "VARIANTS",
@@ -97,6 +98,39 @@ class RepViTConfig:
 
 
 @dataclass(frozen=True)
+class ViTConfig:
+    """A plain (non-hierarchical) ViT trunk, as used by EfficientTAM in place of Hiera.
+
+    Square patches become tokens of one width, which every block keeps; most blocks attend within
+    square windows (the token map is zero-padded to a whole number of windows), the others over the
+    whole map. A learned position embedding for a ``pos_embed_grid`` x ``pos_embed_grid`` map (plus
+    an unused class-token slot, from ImageNet pre-training) is resized bicubically to the token map.
+
+    Attributes:
+        embed_dim: token width. depth: blocks. num_heads: attention heads per block.
+        patch_size: side of a patch in pixels (the trunk's stride).
+        window_size: side of the attention windows, in tokens.
+        global_blocks: indices of the blocks that attend over the whole map.
+        mlp_ratio: hidden width of each block's MLP relative to ``embed_dim``.
+        pos_embed_grid: side of the stored position-embedding grid (224 / 16 = 14).
+    """
+
+    embed_dim: int = 192
+    depth: int = 12
+    num_heads: int = 3
+    patch_size: int = 16
+    window_size: int = 14
+    global_blocks: tuple[int, ...] = (2, 5, 8, 11)
+    mlp_ratio: float = 4.0
+    pos_embed_grid: int = 14
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        """Output channels: one level, at stride ``patch_size``."""
+        return (self.embed_dim,)
+
+
+@dataclass(frozen=True)
 class PerceiverConfig:
     """EdgeTAM's spatial perceiver: compresses each frame's memory to a fixed set of latents.
 
@@ -129,7 +163,7 @@ class Sam2Config:
 
     Attributes:
         name: variant name, used in messages and in the weights registry.
-        trunk: the image trunk: Hiera (SAM2) or RepViT (EdgeTAM).
+        trunk: the image trunk: Hiera (SAM2), RepViT (EdgeTAM) or a plain ViT (EfficientTAM).
         image_size: side of the square model input in pixels; a multiple of 32.
         sam21: SAM 2.1 flags (temporal encoding of object pointers, projected to ``mem_dim``;
             a learned "no object" embedding added to the memory of frames without the object).
@@ -142,10 +176,20 @@ class Sam2Config:
         binarize_prompted_masks: binarise the mask of a clicked frame before encoding its memory.
         perceiver: EdgeTAM's spatial perceiver, which turns each memory into latents; None for
             SAM2 (memories stay feature maps).
+        high_res_decoder: the mask decoder adds the trunk's stride-4 and stride-8 maps while
+            upscaling (SAM2, EdgeTAM). EfficientTAM's single-level ViT has none: False.
+        memory_pooling: EfficientTAM's efficient memory cross-attention. None: every memory token
+            is a key (SAM2). Otherwise, once the memory holds more than one frame, the keys and
+            values of each memory map are averaged over 2 x 2 blocks of tokens (a quarter of the
+            tokens; object pointers stay as they are), and each pooled key stands for its four
+            tokens in one of two ways: ``"count"`` adds log 4 to its attention logits, which equals
+            attending to the four tokens when they share a key; ``"key_offset"`` adds log 4 to
+            every channel of the pooled key instead (what the authors' ``EfficientRoPEAttention2``
+            does).
     """
 
     name: str
-    trunk: HieraConfig | RepViTConfig = field(default_factory=HieraConfig)
+    trunk: HieraConfig | RepViTConfig | ViTConfig = field(default_factory=HieraConfig)
     image_size: int = 1024
     sam21: bool = True
     d_model: int = 256
@@ -170,8 +214,18 @@ class Sam2Config:
     mask_sigmoid_bias: float = -10.0
     binarize_prompted_masks: bool = True
     perceiver: PerceiverConfig | None = None
+    high_res_decoder: bool = True
+    memory_pooling: str | None = None
 
     def __post_init__(self) -> None:
+        if self.memory_pooling not in (None, "count", "key_offset"):
+            raise ValueError(
+                f"memory_pooling must be None, 'count' or 'key_offset', got {self.memory_pooling!r}"
+            )
+        if isinstance(self.trunk, ViTConfig) and self.trunk.patch_size != self.backbone_stride:
+            raise ValueError(
+                f"a ViT trunk needs patch_size {self.backbone_stride}, got {self.trunk.patch_size}"
+            )
         if self.image_size % 32 != 0 or self.image_size <= 0:
             raise ValueError(f"image_size must be a positive multiple of 32, got {self.image_size}")
         if self.d_model % self.mem_dim != 0:
@@ -235,6 +289,32 @@ FAMILY_VARIANTS: dict[str, Sam2Config] = {
     ),
     "medsam2": Sam2Config(name="medsam2", trunk=_TRUNKS["tiny"], image_size=512),
 }
+
+_EFFICIENTTAM_TRUNKS = {
+    "ti": ViTConfig(embed_dim=192, num_heads=3),
+    "s": ViTConfig(embed_dim=384, num_heads=6),
+}
+_EFFICIENTTAM_KINDS = {
+    "": (1024, None),
+    "_1": (1024, "count"),
+    "_2": (1024, "key_offset"),
+    "_512x512": (512, None),
+}
+
+FAMILY_VARIANTS.update(
+    {
+        f"efficienttam_{size}{kind}": Sam2Config(
+            name=f"efficienttam_{size}{kind}",
+            trunk=trunk,
+            image_size=image_size,
+            sam21=False,
+            high_res_decoder=False,
+            memory_pooling=pooling,
+        )
+        for size, trunk in _EFFICIENTTAM_TRUNKS.items()
+        for kind, (image_size, pooling) in _EFFICIENTTAM_KINDS.items()
+    }
+)
 """Other published models of the SAM2 family, by the names of their checkpoint files.
 
 ``edgetam``: Meta's EdgeTAM (Zhou et al., CVPR 2025; facebookresearch/EdgeTAM, Apache-2.0): a
@@ -246,7 +326,16 @@ authors' ``sam2/configs/edgetam.yaml`` (package ``edgetam-dimos`` 1.0.1).
 ``medsam2``: MedSAM2 (Ma et al. 2025, bowang-lab/MedSAM2, Apache-2.0): SAM 2.1 tiny fine-tuned on
 3D medical images and videos at a 512 input (the authors' ``sam2.1_hiera_t512.yaml``). Its files
 have the layout of ``sam2.1_hiera_tiny``; the input size is what sets it apart, so it is chosen
-by the file name (:data:`napari_sam2.model.weights.FAMILY_WEIGHTS`) when such a file is loaded."""
+by the file name (:data:`napari_sam2.model.weights.FAMILY_WEIGHTS`) when such a file is loaded.
+
+``efficienttam_{ti,s}[_1|_2|_512x512]``: EfficientTAM (Xiong et al. 2024, yformer/EfficientTAM,
+Apache-2.0): a plain ViT-Tiny (192 wide, 3 heads) or ViT-Small (384, 6 heads) trunk of 12 blocks
+with one output level, no high-resolution features in the mask decoder, and SAM 2.0's memory
+flags. The authors publish eight files that differ only in how they are run: ``_1`` and ``_2``
+use the efficient memory cross-attention (``memory_pooling`` "count" and "key_offset"), the plain
+files and ``_512x512`` (a 512 input) attend to every memory token. Values from the authors'
+``efficienttam_*.yaml``. Files of one size share one layout, so the registry's file name chooses
+the variant (as for MedSAM2); an unnamed file loads as the plain variant."""
 
 
 def get_config(name: str) -> Sam2Config:

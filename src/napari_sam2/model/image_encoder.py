@@ -1,5 +1,5 @@
 """Image encoder: a trunk (Hiera, or RepViT for EdgeTAM) + feature pyramid neck, with the lowest level
-dropped ("scalp")."""
+dropped ("scalp"); or, for EfficientTAM, a plain ViT + a single-level neck."""
 
 from __future__ import annotations
 
@@ -9,10 +9,12 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .config import HieraConfig, Sam2Config
+from ._layers import LayerNorm2d
+from .config import HieraConfig, RepViTConfig, Sam2Config
 from .hiera import Hiera
 from .position_encoding import SineEncoding2d
 from .repvit import RepViT
+from .vit import ViT
 
 
 class FpnNeck(nn.Module):
@@ -49,16 +51,51 @@ class FpnNeck(nn.Module):
         return feats, [self.position_encoding(f) for f in feats]
 
 
-class ImageEncoder(nn.Module):
-    """(B, 3, S, S) normalised image -> three feature levels at strides 4, 8 and 16."""
+class SingleLevelNeck(nn.Module):
+    """EfficientTAM's neck: the ViT's one map -> 1x1 conv, layer norm, 3x3 conv, layer norm (no
+    biases), plus its sine position encoding. State-dict names ``convs.0.conv_1x1``, ``norm_0``,
+    ``conv_3x3``, ``norm_1``, as in the checkpoints."""
 
-    scalp = 1
+    def __init__(self, trunk_channels: tuple[int, ...], d_model: int) -> None:
+        super().__init__()
+        (channels,) = trunk_channels
+        self.convs = nn.ModuleList(
+            [
+                nn.Sequential(
+                    OrderedDict(
+                        conv_1x1=nn.Conv2d(channels, d_model, kernel_size=1, bias=False),
+                        norm_0=LayerNorm2d(d_model),
+                        conv_3x3=nn.Conv2d(d_model, d_model, kernel_size=3, padding=1, bias=False),
+                        norm_1=LayerNorm2d(d_model),
+                    )
+                )
+            ]
+        )
+        self.position_encoding = SineEncoding2d(d_model)
+
+    def forward(self, levels: list[torch.Tensor]) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        feats = self.convs[0](levels[0])
+        return [feats], [self.position_encoding(feats)]
+
+
+class ImageEncoder(nn.Module):
+    """(B, 3, S, S) normalised image -> feature levels, finest first, the last at stride 16: three
+    (strides 4, 8, 16) for Hiera and RepViT trunks, one for a ViT trunk."""
 
     def __init__(self, cfg: Sam2Config) -> None:
         super().__init__()
-        self.trunk = Hiera(cfg.trunk) if isinstance(cfg.trunk, HieraConfig) else RepViT(cfg.trunk)
-        self.neck = FpnNeck(cfg.trunk.channels, cfg.d_model)
+        if isinstance(cfg.trunk, HieraConfig):
+            self.trunk = Hiera(cfg.trunk)
+        elif isinstance(cfg.trunk, RepViTConfig):
+            self.trunk = RepViT(cfg.trunk)
+        else:
+            self.trunk = ViT(cfg.trunk)
+        single = len(cfg.trunk.channels) == 1
+        self.neck = (SingleLevelNeck if single else FpnNeck)(cfg.trunk.channels, cfg.d_model)
+        self.scalp = 0 if single else 1
 
     def forward(self, images: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
         feats, pos = self.neck(self.trunk(images))
-        return feats[: -self.scalp], pos[: -self.scalp]
+        if self.scalp:
+            feats, pos = feats[: -self.scalp], pos[: -self.scalp]
+        return feats, pos

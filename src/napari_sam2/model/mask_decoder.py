@@ -55,8 +55,10 @@ class MaskDecoder(nn.Module):
         dynamic_multimask: bool = True,
         stability_delta: float = 0.05,
         stability_thresh: float = 0.98,
+        high_res: bool = True,
     ) -> None:
         super().__init__()
+        self.high_res = high_res
         self.num_mask_tokens = num_multimask_outputs + 1
         self.dynamic_multimask = dynamic_multimask
         self.stability_delta = stability_delta
@@ -73,9 +75,9 @@ class MaskDecoder(nn.Module):
             nn.ConvTranspose2d(dim // 4, dim // 8, kernel_size=2, stride=2),
             nn.GELU(),
         )
-        # projections of the stride-4 and stride-8 image features, added while upscaling
-        self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
-        self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
+        if high_res:  # projections of the stride-4 and stride-8 image features, added while upscaling
+            self.conv_s0 = nn.Conv2d(dim, dim // 8, kernel_size=1)
+            self.conv_s1 = nn.Conv2d(dim, dim // 4, kernel_size=1)
         self.output_hypernetworks_mlps = nn.ModuleList(
             MLP(dim, dim, dim // 8, num_layers=3) for _ in range(self.num_mask_tokens)
         )
@@ -99,7 +101,8 @@ class MaskDecoder(nn.Module):
                 shared by all prompt sets.
             image_pe: (1, C, h, w) positional encoding of the embedding grid.
             sparse: (B, N, C) prompt tokens. dense: (B, C, h, w) mask-prompt embedding.
-            high_res: projected stride-4 (1|B, C/8, 4h, 4w) and stride-8 (1|B, C/4, 2h, 2w) maps.
+            high_res: projected stride-4 (1|B, C/8, 4h, 4w) and stride-8 (1|B, C/4, 2h, 2w) maps;
+                ignored by a decoder built without them (EfficientTAM).
             multimask: return the three multimask outputs instead of one mask.
         """
         b = sparse.shape[0]
@@ -116,10 +119,13 @@ class MaskDecoder(nn.Module):
         mask_tokens = hs[:, 2 : 2 + self.num_mask_tokens]  # (B, T, C)
 
         up1, ln1, act1, up2, act2 = self.output_upscaling
-        feat_s0, feat_s1 = high_res
         src = src.transpose(1, 2).reshape(b, c, h, w)
-        x = act1(ln1(up1(src) + feat_s1))
-        x = act2(up2(x) + feat_s0)  # (B, C/8, 4h, 4w)
+        if self.high_res:
+            feat_s0, feat_s1 = high_res
+            x = act1(ln1(up1(src) + feat_s1))
+            x = act2(up2(x) + feat_s0)  # (B, C/8, 4h, 4w)
+        else:
+            x = act2(up2(act1(ln1(up1(src)))))
         hyper = torch.stack(
             [mlp(mask_tokens[:, i]) for i, mlp in enumerate(self.output_hypernetworks_mlps)], dim=1
         )  # (B, T, C/8)

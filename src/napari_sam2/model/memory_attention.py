@@ -6,6 +6,8 @@ Attention uses 2D rotary position embeddings (RoPE). Rotations are done in real 
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -59,13 +61,24 @@ class RoPEAttention(nn.Module):
         dim: channels of queries and output. num_heads: heads.
         kv_dim: channels of keys and values (memories are narrower than frame features).
         repeat_k: keys are several grids of the query's size; rotate each the same way.
+        pooling: EfficientTAM's efficient cross-attention (see ``Sam2Config.memory_pooling``):
+            with more than one memory grid, each grid's rotated keys and its values are averaged
+            over 2 x 2 blocks of tokens before attending.
     """
 
-    def __init__(self, dim: int, num_heads: int = 1, kv_dim: int | None = None, repeat_k: bool = False) -> None:
+    def __init__(
+        self,
+        dim: int,
+        num_heads: int = 1,
+        kv_dim: int | None = None,
+        repeat_k: bool = False,
+        pooling: str | None = None,
+    ) -> None:
         super().__init__()
         kv_dim = dim if kv_dim is None else kv_dim
         self.num_heads = num_heads
         self.repeat_k = repeat_k
+        self.pooling = pooling
         self.q_proj = nn.Linear(dim, dim)
         self.k_proj = nn.Linear(kv_dim, dim)
         self.v_proj = nn.Linear(kv_dim, dim)
@@ -104,25 +117,60 @@ class RoPEAttention(nn.Module):
             per_memory = lead + k_grid[0] * k_grid[1]
             reps = n_rot // per_memory
             if reps * per_memory != n_rot or (reps > 1 and not self.repeat_k):
-                raise ValueError(f"{n_rot} rotated keys are not a whole number of {per_memory}-token memories")
+                raise ValueError(
+                    f"{n_rot} rotated keys are not a whole number of {per_memory}-token memories"
+                )
             # every memory has the same layout: rotate the grid part of each with one table
             mems = k[:, :, :n_rot].unflatten(2, (reps, per_memory))  # (B, nh, reps, per_memory, hd)
             rotate_k = rotate if k_layout is None else self._rotation(k_grid, k.shape[-1], k.device)
             k_rot = rotate_k(mems[..., lead:, :])
             if lead:
                 k_rot = torch.cat((mems[..., :lead, :], k_rot), dim=-2)
+            if self.pooling is not None and reps > 1 and k_layout is None:
+                return self._pooled(q, k_rot, v, grid, n_rot, k[:, :, n_rot:])
             k_rot = k_rot.flatten(2, 3)  # (B, nh, n_rot, hd)
             k = torch.cat((k_rot, k[:, :, n_rot:]), dim=2) if num_k_exclude else k_rot
         return self.out_proj(merge_heads(F.scaled_dot_product_attention(q, k, v)))
+
+    def _pooled(
+        self,
+        q: torch.Tensor,
+        k_mems: torch.Tensor,
+        v: torch.Tensor,
+        grid: tuple[int, int],
+        n_rot: int,
+        k_rest: torch.Tensor,
+    ) -> torch.Tensor:
+        """Attention to memory grids averaged over 2 x 2 token blocks, then the unpooled rest
+        (object pointers). ``k_mems`` (B, nh, reps, h * w, hd) are the rotated keys of the grids."""
+        b, nh, reps, n, hd = k_mems.shape
+        h, w = grid
+
+        def pool(t: torch.Tensor) -> torch.Tensor:  # (B, nh, reps, h * w, hd) -> (B, nh, reps * hw / 4, hd)
+            maps = t.reshape(b * nh * reps, h, w, hd).permute(0, 3, 1, 2)
+            pooled = F.avg_pool2d(maps, kernel_size=2, stride=2)  # (., hd, h/2, w/2)
+            return pooled.flatten(2).transpose(1, 2).reshape(b, nh, -1, hd)
+
+        k_pool = pool(k_mems)
+        v_pool = pool(v[:, :, :n_rot].unflatten(2, (reps, n)))
+        log4 = 2 * math.log(2)  # each pooled token stands for four
+        values = torch.cat((v_pool, v[:, :, n_rot:]), dim=2)
+        if self.pooling == "key_offset":  # the offset goes into every channel of the pooled keys
+            keys = torch.cat((k_pool + log4, k_rest), dim=2)
+            return self.out_proj(merge_heads(F.scaled_dot_product_attention(q, keys, values)))
+        keys = torch.cat((k_pool, k_rest), dim=2)
+        bias = q.new_zeros(1, keys.shape[2])
+        bias[:, : k_pool.shape[2]] = log4  # added to the logits of the pooled keys
+        return self.out_proj(merge_heads(F.scaled_dot_product_attention(q, keys, values, attn_mask=bias)))
 
 
 class MemoryAttentionLayer(nn.Module):
     """Pre-norm: self-attention, cross-attention to memories (keys get their PE), FFN."""
 
-    def __init__(self, dim: int, mem_dim: int, ffn_dim: int) -> None:
+    def __init__(self, dim: int, mem_dim: int, ffn_dim: int, pooling: str | None = None) -> None:
         super().__init__()
         self.self_attn = RoPEAttention(dim)
-        self.cross_attn_image = RoPEAttention(dim, kv_dim=mem_dim, repeat_k=True)
+        self.cross_attn_image = RoPEAttention(dim, kv_dim=mem_dim, repeat_k=True, pooling=pooling)
         self.linear1 = nn.Linear(dim, ffn_dim)
         self.linear2 = nn.Linear(ffn_dim, dim)
         self.norm1 = nn.LayerNorm(dim)
@@ -149,9 +197,13 @@ class MemoryAttentionLayer(nn.Module):
 class MemoryAttention(nn.Module):
     """Stack of :class:`MemoryAttentionLayer` with a final LayerNorm."""
 
-    def __init__(self, dim: int, mem_dim: int, num_layers: int, ffn_dim: int) -> None:
+    def __init__(
+        self, dim: int, mem_dim: int, num_layers: int, ffn_dim: int, pooling: str | None = None
+    ) -> None:
         super().__init__()
-        self.layers = nn.ModuleList(MemoryAttentionLayer(dim, mem_dim, ffn_dim) for _ in range(num_layers))
+        self.layers = nn.ModuleList(
+            MemoryAttentionLayer(dim, mem_dim, ffn_dim, pooling) for _ in range(num_layers)
+        )
         self.norm = nn.LayerNorm(dim)
 
     def forward(

@@ -46,7 +46,8 @@ class ImageFeatures:
         embed: stride-16 features (B, C, h, w), not conditioned on any memory.
         pos: their sine position encoding (B, C, h, w).
         high_res: stride-4 (B, C/8, 4h, 4w) and stride-8 (B, C/4, 2h, 2w) features, already
-            projected for the mask decoder.
+            projected for the mask decoder; with no channels (B, 0, ., .) for a model whose
+            decoder uses none (EfficientTAM).
     """
 
     embed: torch.Tensor
@@ -100,8 +101,8 @@ def _trunc_normal(*shape: int) -> nn.Parameter:
 
 
 class Sam2Model(nn.Module):
-    """SAM2 / SAM2.1, and EdgeTAM (``config.perceiver`` set). State-dict names and shapes equal
-    the official checkpoints."""
+    """SAM2 / SAM2.1, EdgeTAM (``config.perceiver`` set) and EfficientTAM (a ViT trunk). State-dict
+    names and shapes equal the official checkpoints."""
 
     def __init__(self, config: Sam2Config) -> None:
         super().__init__()
@@ -115,7 +116,9 @@ class Sam2Model(nn.Module):
             self.no_obj_embed_spatial = _trunc_normal(1, mem)
         self.image_encoder = ImageEncoder(cfg)
         self.mask_downsample = nn.Conv2d(1, 1, kernel_size=4, stride=4)
-        self.memory_attention = MemoryAttention(dim, mem, cfg.mem_attn_layers, cfg.mem_attn_ffn_dim)
+        self.memory_attention = MemoryAttention(
+            dim, mem, cfg.mem_attn_layers, cfg.mem_attn_ffn_dim, pooling=cfg.memory_pooling
+        )
         self.memory_encoder = MemoryEncoder(dim, mem, cfg.mem_fuser_layers)
         if cfg.perceiver is not None:
             self.spatial_perceiver = SpatialPerceiver(mem, cfg.perceiver)
@@ -129,6 +132,7 @@ class Sam2Model(nn.Module):
             cfg.dynamic_multimask,
             cfg.stability_delta,
             cfg.stability_thresh,
+            high_res=cfg.high_res_decoder,
         )
         self.obj_ptr_proj = MLP(dim, dim, dim, num_layers=3)
         self.obj_ptr_tpos_proj = nn.Linear(dim, mem) if cfg.sam21 else None
@@ -161,6 +165,10 @@ class Sam2Model(nn.Module):
             raise ValueError(f"expected images of shape (B, 3, {s}, {s}), got {tuple(images.shape)}")
         feats, pos = self.image_encoder(images)
         dec = self.sam_mask_decoder
+        if not self.config.high_res_decoder:  # EfficientTAM: one level; no channels at strides 4 and 8
+            b, _, h, w = feats[-1].shape
+            empty = feats[-1].new_zeros(b, 0, 4 * h, 4 * w), feats[-1].new_zeros(b, 0, 2 * h, 2 * w)
+            return ImageFeatures(feats[-1], pos[-1], empty)
         return ImageFeatures(feats[2], pos[2], (dec.conv_s0(feats[0]), dec.conv_s1(feats[1])))
 
     def embed_without_memory(self, feats: ImageFeatures) -> torch.Tensor:

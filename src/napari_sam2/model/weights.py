@@ -2,7 +2,8 @@
 
 The registry (`OFFICIAL_WEIGHTS`) names the eight checkpoints Meta released, with the URL on Meta's server,
 the Hugging Face copy, and the SHA-256 and size in bytes where a public source states them. `FAMILY_WEIGHTS`
-names the other published models of the SAM2 family that our model package builds (EdgeTAM, MedSAM2), each
+names the other published models of the SAM2 family that our model package builds (EdgeTAM, MedSAM2,
+EfficientTAM), each
 with the architecture it needs (``WeightsInfo.config``); `get_weights_info` looks in both.
 
 Downloads stream into a temporary file next to the target (``<file>.part-<random>``), check the length the
@@ -45,6 +46,9 @@ __all__ = [
     "MIRROR_ENV_VAR",
     "OFFICIAL_WEIGHTS",
     "FAMILY_WEIGHTS",
+    "ALIASES",
+    "FAMILIES",
+    "family_of",
     "ChecksumMismatchError",
     "DownloadCancelled",
     "UnknownWeightsError",
@@ -296,7 +300,70 @@ FAMILY_WEIGHTS: dict[str, WeightsInfo] = {
         for name in _MEDSAM2_FILES
     },
 }
-"""Checkpoints of other SAM2-family models (EdgeTAM, MedSAM2), keyed by name (file name without ``.pt``)."""
+
+# EfficientTAM (yformer/EfficientTAM README, "Model": checkpoints at huggingface.co/yunyangx/efficient-track-anything,
+# Apache-2.0). SHA-256 and sizes as that repository states them for commit b308d79 "A family of efficient track
+# anything models" (Dec 22, 2024): the Git LFS pointers in the commit's diff give oid and size for efficienttam_s,
+# _s_1, _s_2, _s_512x512 and _ti; for efficienttam_ti_1, _ti_2 and _ti_512x512 the files' pages ("Git LFS
+# Details" / "SHA256") give the digest but only a rounded size ("71.6 MB"), so their size is None (the digest
+# verifies them). The files of one trunk hold one layout; ``config`` says how each is run.
+_EFFICIENTTAM_FILES: tuple[tuple[str, str, int | None], ...] = (
+    ("efficienttam_s", "2b572be30d9e96ee29c8d785fe157c6b079ede7d56fbc8a3671d4120e63c89cd", 136_375_868),
+    ("efficienttam_s_1", "4fd5d1f7ae08a7e15086623bf8b12f0b111b773b15564b43c0a5d451fc1a4267", 136_376_327),
+    ("efficienttam_s_2", "253e490b4a3d56eedd64e4d466155ec538d1289f52abe78b091b14caefd92343", 136_376_327),
+    (
+        "efficienttam_s_512x512",
+        "67b5840012737ed2c94a4cb8787c5c1b27b3a946045d2e602e65ef77230b6085",
+        136_379_145,
+    ),
+    ("efficienttam_ti", "acbb17b28cca1f860acee09c9ecb6efdb732080dc7a85a07292c31813175fa7d", 71_616_316),
+    ("efficienttam_ti_1", "5294bd68820ee1ee5203d54065d4384a6aa1fb4fc632c147417478fcac9576ea", None),
+    ("efficienttam_ti_2", "d2a9ca0a736257ee9bb238d335ba7c794ad853e594cb4f679019ecc0854ee587", None),
+    ("efficienttam_ti_512x512", "7d4d652a465f0081391050932f45d8a66768ccc99c8ea393ce8a5927e83f3b9b", None),
+)
+_EFFICIENTTAM_HF = "yunyangx/efficient-track-anything"
+
+FAMILY_WEIGHTS.update(
+    {
+        name: WeightsInfo(
+            name=name,
+            filename=f"{name}.pt",
+            url=f"https://huggingface.co/{_EFFICIENTTAM_HF}/resolve/main/{name}.pt",
+            hf_repo=_EFFICIENTTAM_HF,
+            hf_filename=f"{name}.pt",
+            sha256=sha256,
+            size_bytes=size,
+            config=name,
+        )
+        for name, sha256, size in _EFFICIENTTAM_FILES
+    }
+)
+"""Checkpoints of other SAM2-family models (EdgeTAM, MedSAM2, EfficientTAM), keyed by name (file name without
+``.pt``)."""
+
+ALIASES: dict[str, str] = {
+    "efficienttam_ti_512": "efficienttam_ti_512x512",
+    "efficienttam_s_512": "efficienttam_s_512x512",
+    "medsam2": "MedSAM2_latest",
+}
+"""Short names accepted for some checkpoints (``load_model("efficienttam_ti_512")``)."""
+
+FAMILIES: dict[str, tuple[str, str]] = {
+    "sam2": ("SAM 2 / 2.1", "best quality"),
+    "edgetam": ("EdgeTAM", "fast on CPU"),
+    "efficienttam": ("EfficientTAM", "fast on CPU"),
+    "medsam2": ("MedSAM2", "medical images (CT, MRI, ultrasound)"),
+}
+"""Family key -> (display name, one-line hint), for model lists and pickers."""
+
+
+def family_of(name: str) -> str:
+    """The family key (see `FAMILIES`) of a registry name: ``"efficienttam_ti"`` -> ``"efficienttam"``."""
+    key = ALIASES.get(name, name).lower()
+    for family in ("edgetam", "efficienttam", "medsam2"):
+        if key.startswith(family):
+            return family
+    return "sam2"
 
 
 def get_weights_info(name_or_info: str | WeightsInfo) -> WeightsInfo:
@@ -313,6 +380,7 @@ def get_weights_info(name_or_info: str | WeightsInfo) -> WeightsInfo:
     key = str(name_or_info).strip()
     if key.endswith(".pt"):
         key = key[: -len(".pt")]
+    key = ALIASES.get(key, key)
     info = OFFICIAL_WEIGHTS.get(key) or FAMILY_WEIGHTS.get(key)
     if info is not None:
         return info

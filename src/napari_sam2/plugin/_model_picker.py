@@ -1,6 +1,8 @@
 """The "Model" box of the widget: which SAM2 to use, on which device, and the task that loads it.
 
-The picker lists "demo", the official models and local checkpoint files. :meth:`ModelPicker.load_task`
+The picker lists "demo", the official SAM 2/2.1 models, the other families (EdgeTAM, MedSAM2,
+EfficientTAM; a one-line hint under the picker says what each family is good for) and local
+checkpoint files. :meth:`ModelPicker.load_task`
 returns the work for the widget's task runner: it downloads an official model once (with progress
 in MiB and cancel) and loads it with :func:`napari_sam2.api.load_model`, which also remembers where
 the model came from (name or file, and its SHA-256) for provenance (*Copy as Python*).
@@ -13,16 +15,32 @@ from collections.abc import Callable
 from typing import Any
 
 import torch
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QComboBox, QFileDialog, QFormLayout, QGroupBox, QHBoxLayout, QLabel, QPushButton
 
 from ..api import load_model  # records the model's source and checksum, for provenance
 from ..engine import ImagePredictor
-from ..model.weights import OFFICIAL_WEIGHTS, cached_weights_path, download_weights
+from ..model.weights import (
+    FAMILIES,
+    FAMILY_WEIGHTS,
+    OFFICIAL_WEIGHTS,
+    cached_weights_path,
+    download_weights,
+    family_of,
+)
 from ._layers import LayerError
 from ._ports import Tasks
 from ._tasks import USER_ERRORS
 
-__all__ = ["CHECKPOINT_FILE", "DEMO", "DEMO_NOTICE", "ModelPicker", "ModelSlot", "available_devices"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "DEMO",
+    "DEMO_NOTICE",
+    "ModelPicker",
+    "ModelSlot",
+    "available_devices",
+    "model_hint",
+]
 
 CHECKPOINT_FILE = "checkpoint file..."
 DEMO = "demo"
@@ -32,6 +50,18 @@ DEMO_NOTICE = (
     "under Model (e.g. sam2.1_hiera_tiny; downloaded once) and press Load."
 )
 """Said once per widget when the demo model is used on an image other than the sample."""
+
+
+def model_hint(name: str) -> str:
+    """One line about a picker entry: its family and what it is good for ("EdgeTAM: fast on CPU")."""
+    if name == DEMO:
+        return "demo: small model trained on synthetic nuclei, for trying the plugin"
+    if name == CHECKPOINT_FILE:
+        return "a SAM2-family checkpoint file on this computer"
+    if name not in OFFICIAL_WEIGHTS and name not in FAMILY_WEIGHTS:
+        return "checkpoint file"
+    family, hint = FAMILIES[family_of(name)]
+    return f"{family}: {hint}"
 
 
 def available_devices() -> list[str]:
@@ -49,11 +79,18 @@ class ModelPicker(QGroupBox):
         super().__init__("Model")
         form = QFormLayout(self)
         self.model_combo = QComboBox()
-        self.model_combo.addItems([DEMO, *OFFICIAL_WEIGHTS, CHECKPOINT_FILE])
+        self.model_combo.addItems([DEMO, *OFFICIAL_WEIGHTS, *FAMILY_WEIGHTS, CHECKPOINT_FILE])
+        for i in range(self.model_combo.count()):
+            self.model_combo.setItemData(
+                i, model_hint(self.model_combo.itemText(i)), Qt.ItemDataRole.ToolTipRole
+            )
         self.model_combo.setToolTip(
             "demo: a tiny model for the generated sample only. sam2*/sam2.1*: Meta's official models "
-            "(downloaded once; tiny is fastest, large most accurate). Or a checkpoint file"
+            "(downloaded once; tiny is fastest, large most accurate); EdgeTAM, EfficientTAM, MedSAM2; "
+            "or a checkpoint file. Each entry's tooltip says what it is for"
         )
+        self.hint_label = QLabel(model_hint(DEMO))
+        self.hint_label.setWordWrap(True)
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
         self.device_combo.setToolTip("Where the model runs: auto picks a GPU when there is one")
@@ -65,11 +102,13 @@ class ModelPicker(QGroupBox):
         row.addWidget(self.model_combo, 1)
         row.addWidget(self.load_button)
         form.addRow("Model", row)
+        form.addRow(self.hint_label)
         form.addRow("Device", self.device_combo)
         self.model_label = QLabel("no model loaded (Segment loads the selected one)")
         self.model_label.setWordWrap(True)
         form.addRow(self.model_label)
         self.model_combo.activated.connect(self._on_choice)
+        self.model_combo.currentTextChanged.connect(lambda text: self.hint_label.setText(model_hint(text)))
 
     def _on_choice(self, index: int) -> None:
         if self.model_combo.itemText(index) == CHECKPOINT_FILE:
@@ -106,7 +145,9 @@ class ModelPicker(QGroupBox):
             raise LayerError("choose a checkpoint file first (Model > checkpoint file...)")
 
         def work(progress, cancel):
-            if source in OFFICIAL_WEIGHTS and cached_weights_path(source) is None:
+            if (source in OFFICIAL_WEIGHTS or source in FAMILY_WEIGHTS) and cached_weights_path(
+                source
+            ) is None:
                 mib = 2**20
                 download_weights(
                     source,

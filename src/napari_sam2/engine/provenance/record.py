@@ -15,6 +15,7 @@ import numpy as np
 import torch
 
 from ...model import Sam2Model
+from ...model.weights import family_of
 from ..cache import weights_fingerprint
 from ..prompts import Prompt
 
@@ -41,7 +42,8 @@ class ProvenanceRecord:
             volume also ``medical``: spacing_mm, orientation, affine, modality and the intensity preset.
         prompts: one entry per (frame, object): frame (list of ints over the t/z axes), obj_id,
             points ([[row, col], ...]), labels (1/0), box ([row0, col0, row1, col1] or None).
-        model: source (name or path as given, None if unknown), name (config), sha256 of the
+        model: source (name or path as given, None if unknown), name (config), family ("sam2",
+            "edgetam", "efficienttam" or "medsam2"; None for a stand-in backend), sha256 of the
             checkpoint file (None if unknown), fingerprint of the weights.
         window: the resolved intensity window [low, high] in data units.
         tiling: tile_size, overlap, max_tiles, edge_margin (resolved values; "auto": tile_size and
@@ -198,6 +200,7 @@ def model_entry(model: Any, name: str | None = None) -> dict[str, Any]:
     return {
         **known,
         "name": config.name if config is not None else name,
+        "family": family_of(config.name) if config is not None else None,
         "fingerprint": weights_fingerprint(model) if isinstance(model, Sam2Model) else None,
     }
 
