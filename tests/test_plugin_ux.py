@@ -176,7 +176,7 @@ def test_markers_are_6_to_20_screen_pixels_at_fit_zoom(make_napari_viewer, qtbot
 
 # ---------------------------------------------------------------------------------------------- item 5
 def sparse_nuclei(seed=0):
-    """A dim, noisy (16, 128, 128) volume with three small bright nuclei (0.3 % of the voxels)."""
+    """A dim, noisy (16, 128, 128) volume with three small bright nuclei (0.14 % of the voxels)."""
     rng = np.random.default_rng(seed)
     image = rng.normal(1000, 40, (16, 128, 128))
     zz, yy, xx = np.mgrid[:16, :128, :128]
