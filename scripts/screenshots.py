@@ -46,16 +46,15 @@ def centre_click(truth: np.ndarray, obj: int) -> tuple[int, tuple[int, int]]:
 
 
 def open_viewer(model, which: str, threaded: bool, show: bool = True):
+    """napari at a laptop's 1366 x 768, then Plugins > SAM2 segmentation and File > Open Sample >
+    Nuclei 3D, in that order, as a person opens them."""
     import napari
 
-    from napari_sam2.plugin._sample import sample_nuclei_3d
-    from napari_sam2.plugin._widget import Sam2Widget
-
     viewer = napari.Viewer(show=show)
-    [(data, meta, _)] = sample_nuclei_3d()
-    layer = viewer.add_image(data, **meta)
-    widget = Sam2Widget(viewer, threaded=threaded)
-    viewer.window.add_dock_widget(widget, name="SAM2 segmentation", area="right")
+    viewer.window._qt_window.resize(1366, 768)
+    _dock, widget = viewer.window.add_plugin_dock_widget("napari-sam2", "SAM2 segmentation")
+    [layer] = viewer.open_sample("napari-sam2", "nuclei_3d")
+    widget.runner.threaded = threaded
     widget.set_model(model, which)
     return viewer, layer, widget
 
@@ -88,7 +87,6 @@ def settle(viewer) -> None:
 def screenshots(model, which: str) -> None:
     truth = synthetic.sample_nuclei_3d().labels
     viewer, layer, widget = open_viewer(model, which, threaded=True)
-    viewer.window._qt_window.resize(1400, 900)
     ids = [int(i) for i in np.unique(truth) if i > 0]
     order = sorted(ids, key=lambda i: -(truth == i).sum())[:3]
     z, rc = centre_click(truth, order[0])
@@ -96,6 +94,10 @@ def screenshots(model, which: str) -> None:
     viewer.dims.set_point(0, layer.data_to_world((z, 0, 0))[0])
     settle(viewer)
     viewer.screenshot(str(OUT / "plugin-click.png"), canvas_only=False)
+    widget.show_advanced(True)
+    settle(viewer)
+    widget.scroll.widget().grab().save(str(OUT / "plugin-dock.png"))  # the whole dock, unscrolled
+    widget.show_advanced(False)
 
     widget.propagate(axis="z")
     widget.runner.wait(600)

@@ -512,10 +512,16 @@ def test_the_widget_says_which_window_and_its_labels_carry_the_geometry(viewer, 
     ct = viewer.open(shared_file(*CT), plugin="napari-sam2")[0]
     widget = Sam2Widget(viewer, threaded=False)
     qtbot.addWidget(widget)
-    assert widget.data.window_label.text() == "ct:soft_tissue: -160..240 (CT from the values)"
+    assert widget.data.window_label.text() == "ct:soft_tissue: -160..240 (CT from the values) (fixed)"
+    assert widget.data.window(ct) == (-160.0, 240.0)
     labels = widget.labels_layer()  # a new labels layer, as the first click makes it
     labels.data[10, 40:60, 50:70] = 3
     saved = labels.save(str(tmp_path / "lab.nii.gz"), plugin="napari-sam2")
     np.testing.assert_array_equal(nib.load(saved[0]).affine, nib.load(shared_file(*CT)).affine)
-    ct.contrast_limits = (-1000, 400)  # the line follows the layer's contrast limits
-    assert widget.data.window_label.text() == "contrast limits -1000..400"
+    ct.contrast_limits = (-1000, 400)  # the model's window stays the preset (issue 23)...
+    assert widget.data.window(ct) == (-160.0, 240.0)
+    widget.data.window_combo.setCurrentText("display contrast")  # ...unless the display contrast is asked for
+    assert widget.data.window_label.text().startswith("contrast limits -1000..400 (display contrast")
+    ct.contrast_limits = (-500, 500)  # then the line follows the layer's contrast limits
+    assert widget.data.window_label.text().startswith("contrast limits -500..500")
+    assert widget.data.window(ct) == (-500.0, 500.0)

@@ -235,7 +235,7 @@ def test_propagate_writes_every_slice_as_the_engine_does(viewer, qtbot, small):
     widget.live_check.setChecked(False)
     widget.add_click((z, 20.0, 30.0))
     widget.propagate()
-    expected = reference_run(model, small.image, tuple(layer.contrast_limits), z, (20.0, 30.0))
+    expected = reference_run(model, small.image, widget.data.window(layer), z, (20.0, 30.0))
     assert expected.any()
     np.testing.assert_array_equal(viewer.layers["img SAM2 labels"].data, expected)
     assert sorted(widget.last_report.frames) == list(range(8))
@@ -260,7 +260,7 @@ def test_cancel_mid_propagation_leaves_no_half_written_frame(viewer, qtbot, smal
     qtbot.waitUntil(lambda: not widget.runner.busy, timeout=60_000)
     report = widget.last_report
     assert report.cancelled and 3 <= len(report.frames) < 8
-    full = reference_run(model, small.image, tuple(layer.contrast_limits), z, (20.0, 30.0))
+    full = reference_run(model, small.image, widget.data.window(layer), z, (20.0, 30.0))
     data = viewer.layers["img SAM2 labels"].data
     for f in range(8):  # every frame is either whole (as in the full run) or untouched
         np.testing.assert_array_equal(data[f], full[f] if f in report.frames else 0)

@@ -34,6 +34,7 @@ __all__ = [
     "RecordingWriter",
     "segment_plane",
     "propagate",
+    "propagation_tracker",
     "propagate_labels",
     "propagate_time",
     "segment_everything_plane",
@@ -108,6 +109,31 @@ def _index(source: ImageSource, axis: str, fixed: Mapping[str, int]) -> Callable
     return lambda f: tuple(f if a == axis else int(fixed[a]) for a in letters)
 
 
+def propagation_tracker(
+    model: Sam2Model,
+    source: ImageSource,
+    *,
+    axis: str,
+    fixed: Mapping[str, int] | None = None,
+    window: tuple[float, float] | None = None,
+) -> Tracker:
+    """A tracker along ``axis`` of ``source`` that :func:`propagate` can be given again and again.
+
+    Kept between runs, it remembers every frame it tracked: a later run with one more (or one
+    changed) prompt recomputes only the frames nearest to that prompt (see :meth:`Tracker.run`).
+
+    Raises:
+        TrackerError: a model that cannot track.
+    """
+    fixed = dict(fixed or {})
+    seq = _sequence(model, source, axis, fixed, window)
+    return Tracker(model, seq, len(seq), seq.frame_hw)
+
+
+def _same_prompt(a: Prompt, b: Prompt) -> bool:
+    return np.array_equal(a.points, b.points) and np.array_equal(a.labels, b.labels) and a.box == b.box
+
+
 def propagate(
     model: Sam2Model,
     source: ImageSource,
@@ -121,6 +147,7 @@ def propagate(
     window: tuple[float, float] | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
+    tracker: Tracker | None = None,
 ) -> RunReport:
     """Propagate one object along ``axis`` ("z" or "t") in both directions from every keyframe.
 
@@ -129,17 +156,23 @@ def propagate(
         masks: frame number -> (H, W) bool mask (e.g. the object's labels on a slice), used where
             there is no prompt.
         fixed: the index of the other frame axis of a (t, z) image, e.g. ``{"t": 3}``.
+        tracker: a tracker from :func:`propagation_tracker` (same source, axis, fixed and window) that
+            ran before: only prompts new or changed since are added, and only the frames they now
+            own are computed and written (a correction re-propagates its range, nothing else).
+            None: a new tracker, every frame.
 
     Frames stream into ``writer`` as they finish; a cancelled run leaves every written frame whole.
 
     Raises:
         TrackerError: no prompt and no mask, or a model that cannot track.
     """
+    if tracker is None:
+        tracker = propagation_tracker(model, source, axis=axis, fixed=fixed, window=window)
     fixed = dict(fixed or {})
-    seq = _sequence(model, source, axis, fixed, window)
-    tracker = Tracker(model, seq, len(seq), seq.frame_hw)
+    kept = tracker.tracks[obj_id].prompts if obj_id in tracker.tracks else {}
     for frame, prompt in sorted((prompts or {}).items()):
-        tracker.add_prompt(frame, obj_id, prompt)
+        if frame not in kept or not _same_prompt(kept[frame], prompt):
+            tracker.add_prompt(frame, obj_id, prompt)
     for frame, mask in sorted((masks or {}).items()):
         if frame not in (prompts or {}):
             tracker.add_mask(frame, obj_id, mask)

@@ -4,10 +4,17 @@
 every action asks first: the image layer, its geometry (:func:`._layers.image_geometry`), the frame
 the viewer shows, the engine's lazy source for it, and the output Labels layer (checked, or created
 the image's size).
+
+It also owns the *model input* window: by default one fixed window for the whole dataset, never
+moved by the contrast slider (a medical volume's preset from napari-sam2's reader, e.g. a CT
+window, else :func:`napari_sam2.engine.intensity.dataset_window` of a sample of the image, computed
+once), or, when asked, the layer's display contrast limits; the line under the picker says which
+one is in use and its numbers.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import napari.viewer
@@ -16,11 +23,20 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
-from ._layers import ImageGeometry, LayerError, current_frame, image_geometry, image_source
+from ..engine.intensity import dataset_window
+from ._layers import ImageGeometry, LayerError, current_frame, image_geometry, image_source, raw_layer
 
-__all__ = ["NEW_LABELS", "DataPicker"]
+__all__ = ["NEW_LABELS", "WINDOW_DATASET", "WINDOW_DISPLAY", "DataPicker", "labels_name"]
 
 NEW_LABELS = "(new labels layer)"
+WINDOW_DATASET = "dataset window (fixed)"
+WINDOW_DISPLAY = "display contrast"
+_EAGER_VALUES = 2**26  # images up to this many values get their dataset window when picked
+
+
+def labels_name(image: Image) -> str:
+    """The name of the labels layer the widget makes for ``image`` (and adopts when it finds one)."""
+    return f"{image.name} SAM2 labels"
 
 
 class DataPicker(QGroupBox):
@@ -32,30 +48,47 @@ class DataPicker(QGroupBox):
 
     changed = Signal()
 
-    def __init__(self, viewer: napari.viewer.Viewer) -> None:
+    def __init__(
+        self, viewer: napari.viewer.Viewer, on_labels_created: Callable[[Labels], None] | None = None
+    ) -> None:
         super().__init__("Data")
         self.viewer = viewer
+        self.on_labels_created = on_labels_created
         self._sources: dict[tuple, Any] = {}
-        self._watched: Image | None = None  # the image whose contrast limits the Intensity line follows
+        self._windows: dict[tuple, tuple[float, float]] = {}
+        self._watched: Image | None = None  # the image whose contrast limits the window line follows
         form = QFormLayout(self)
         self.image_combo = QComboBox()
+        self.image_combo.setToolTip("The image layer to segment (clicks anywhere in the viewer go to it)")
         self.stack_axis_combo = QComboBox()
         self.stack_axis_combo.addItems(["z", "t"])
+        self.stack_axis_combo.setToolTip(
+            "What the first axis of a 3D image is: z (slices) or t (time points)"
+        )
         self.labels_combo = QComboBox()
+        self.labels_combo.setToolTip(
+            "Where masks are written: an existing labels layer of the image's size, or a new one"
+        )
+        self.window_combo = QComboBox()
+        self.window_combo.addItems([WINDOW_DATASET, WINDOW_DISPLAY])
+        self.window_combo.setToolTip(
+            "Which intensities the model sees as black and white. Dataset window: one window from a sample "
+            "of the whole image, fixed (the contrast slider does not change results). Display contrast: "
+            "the layer's contrast limits, so moving the slider changes the next results"
+        )
         self.window_label = QLabel("")
         self.window_label.setWordWrap(True)
-        self.window_label.setToolTip(
-            "The model sees the image through the layer's contrast limits. A NIfTI/NRRD/DICOM volume opened "
-            "with napari-sam2 starts with a CT preset (CT) or robust percentiles (other); change the "
-            "contrast limits to change the window."
-        )
+        self.window_label.setToolTip(self.window_combo.toolTip())
         form.addRow("Image", self.image_combo)
         form.addRow("3D stack axis", self.stack_axis_combo)
         form.addRow("Labels", self.labels_combo)
-        form.addRow("Intensity", self.window_label)
+        form.addRow("Model input", self.window_combo)
+        form.addRow(self.window_label)
         self.image_combo.currentIndexChanged.connect(lambda _: self.changed.emit())
-        self.image_combo.currentIndexChanged.connect(lambda _: self.update_window_text())
         self.stack_axis_combo.currentIndexChanged.connect(lambda _: self.changed.emit())
+        self.window_combo.currentIndexChanged.connect(lambda _: self.show_window())
+        self.changed.connect(self.adopt_labels)
+        self.changed.connect(self.show_window)
 
     def refresh(self) -> None:
         """Refill the image and labels pickers from the viewer's layers (keeps the selections)."""
@@ -66,30 +99,7 @@ class DataPicker(QGroupBox):
             combo.addItems(extra + [layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
             combo.setCurrentIndex(max(combo.findText(current), 0))
             combo.blockSignals(False)
-        self.update_window_text()
-
-    def update_window_text(self) -> None:
-        """Say which intensity window the picked image gives the model (a medical preset, or the
-        contrast limits)."""
-        layer = self.image_layer
-        if layer is not self._watched:
-            if self._watched is not None:
-                self._watched.events.contrast_limits.disconnect(self._on_limits)
-            if layer is not None:
-                layer.events.contrast_limits.connect(self._on_limits)
-            self._watched = layer
-        if layer is None:
-            self.window_label.setText("")
-            return
-        limits = tuple(float(v) for v in layer.contrast_limits)
-        meta = (layer.metadata or {}).get("napari_sam2_medical")
-        if meta and [float(v) for v in meta.get("window", [])] == list(limits):
-            self.window_label.setText(meta["window_text"])
-        else:
-            self.window_label.setText(f"contrast limits {limits[0]:g}..{limits[1]:g}")
-
-    def _on_limits(self, event: Any = None) -> None:
-        self.update_window_text()
+        self.show_window()
 
     @property
     def image_layer(self) -> Image | None:
@@ -126,10 +136,89 @@ class DataPicker(QGroupBox):
 
     def source(self, layer: Image, geometry: ImageGeometry):
         """The engine's lazy :class:`~napari_sam2.engine.ImageSource` of ``layer`` (kept while it is current)."""
-        key = (id(layer), id(layer.data), geometry.axes)
+        key = (id(raw_layer(layer)), id(layer.data), geometry.axes)
         if key not in self._sources:
             self._sources = {key: image_source(layer, geometry)}  # keep only the current image's source
         return self._sources[key]
+
+    @property
+    def uses_display_contrast(self) -> bool:
+        return self.window_combo.currentText() == WINDOW_DISPLAY
+
+    def window(
+        self, layer: Image | None = None, geometry: ImageGeometry | None = None
+    ) -> tuple[float, float]:
+        """The model input window (low, high) for ``layer`` (default: the picked image).
+
+        The dataset window is computed once per image (from ``ImageSource.sample_values``) and kept;
+        "display contrast" reads the layer's contrast limits now.
+        """
+        layer = self.require_image() if layer is None else layer
+        if self.uses_display_contrast:
+            low, high = (float(v) for v in layer.contrast_limits)
+            self._show(
+                f"contrast limits {low:g}..{high:g} (display contrast: the slider changes the results)"
+            )
+            return (low, high)
+        preset = _preset(layer)
+        if preset is not None:  # the reader's medical window: fixed, and said in the reader's words
+            self._show(f"{preset[1]} (fixed)")
+            return preset[0]
+        key = (id(raw_layer(layer)), id(layer.data))
+        if key not in self._windows:
+            geometry = self.geometry() if geometry is None else geometry
+            values = self.source(layer, geometry).sample_values()
+            self._windows = {**self._windows, key: dataset_window(values).as_tuple()}
+        low, high = self._windows[key]
+        self._show(f"{_num(low)} - {_num(high)} (dataset: fixed; the slider only changes the display)")
+        return (low, high)
+
+    def show_window(self) -> None:
+        """Say which window the next action uses (computing a small image's dataset window now);
+        with "display contrast" the line follows the picked image's contrast limits."""
+        layer = self.image_layer
+        if not (layer is None and self._watched is None) and not (
+            layer is not None and self._watched is not None and raw_layer(layer) is raw_layer(self._watched)
+        ):
+            if self._watched is not None:
+                self._watched.events.contrast_limits.disconnect(self._on_limits)
+            if layer is not None:
+                layer.events.contrast_limits.connect(self._on_limits)
+            self._watched = layer
+        if layer is None:
+            self._show("")
+            return
+        try:
+            geometry = self.geometry()
+            if (
+                self.uses_display_contrast
+                or _preset(layer) is not None
+                or (
+                    (id(raw_layer(layer)), id(layer.data)) in self._windows
+                    or int(np.prod(geometry.shape)) <= _EAGER_VALUES
+                )
+            ):
+                self.window(layer, geometry)
+            else:
+                self._show("dataset window: fixed, computed at the first click")
+        except (LayerError, ValueError) as err:  # an unusable image: the actions will say why
+            self._show(f"no window: {err}"[:80])
+
+    def _on_limits(self, event: Any = None) -> None:
+        if self.uses_display_contrast:
+            self.show_window()
+
+    def _show(self, text: str) -> None:
+        self.window_label.setText(f"window {text}" if text and text[0].isdigit() else text)
+
+    def adopt_labels(self) -> None:
+        """With '(new labels layer)' picked, pick the image's own SAM2 labels layer if it exists."""
+        image = self.image_layer
+        if image is None or self.labels_combo.currentText() != NEW_LABELS:
+            return
+        name = labels_name(image)
+        if name in self.viewer.layers and isinstance(self.viewer.layers[name], Labels):
+            self.labels_combo.setCurrentText(name)
 
     def current_frame(self) -> tuple[int, ...]:
         """The frame index (t/z) of the picked image that the viewer shows."""
@@ -165,15 +254,27 @@ class DataPicker(QGroupBox):
         data = np.zeros(geometry.shape, np.uint32)
         medical = {k: v for k, v in (image.metadata or {}).items() if k.startswith("napari_sam2_")}
         layer = self.viewer.add_labels(  # a medical image's geometry goes along, for the NIfTI writer
-            data,
-            name=f"{image.name} SAM2 labels",
-            scale=image.scale,
-            translate=image.translate,
-            metadata=medical,
+            data, name=labels_name(image), scale=image.scale, translate=image.translate, metadata=medical
         )
         self.labels_combo.setCurrentText(layer.name)
+        if self.on_labels_created is not None:
+            self.on_labels_created(layer)
         return layer
 
     def existing_labels(self) -> Labels | None:
         """The picked Labels layer if there is an image and a usable one (never creates one)."""
         return self.labels_layer(create=False) if self.image_layer is not None else None
+
+
+def _num(value: float) -> str:
+    """A window bound for people: whole numbers from 100 on, else 4 significant digits."""
+    return f"{value:.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:.4g}"
+
+
+def _preset(layer: Image) -> tuple[tuple[float, float], str] | None:
+    """The window napari-sam2's medical reader chose for ``layer`` and its description, if any."""
+    meta = (layer.metadata or {}).get("napari_sam2_medical") or {}
+    window = meta.get("window")
+    if window is None or len(window) != 2:
+        return None
+    return (float(window[0]), float(window[1])), str(meta.get("window_text", "preset"))

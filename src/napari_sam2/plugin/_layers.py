@@ -29,6 +29,8 @@ __all__ = [
     "frame_prompt",
     "prompted_frames",
     "box_on_frame",
+    "raw_layer",
+    "same_layer",
 ]
 
 _TIME_LABELS = ("t", "time", "frame", "frames")
@@ -63,6 +65,17 @@ class ImageGeometry:
     @property
     def plane_hw(self) -> tuple[int, int]:
         return self.shape[-2], self.shape[-1]
+
+
+def raw_layer(layer: object) -> object:
+    """The layer itself behind napari's ``PublicOnlyProxy``: the viewer a plugin widget gets wraps
+    every layer it hands out in a new proxy, so proxies of one layer differ in ``id`` and ``is``."""
+    return getattr(layer, "__wrapped__", layer)
+
+
+def same_layer(a: object, b: object) -> bool:
+    """``a is b`` for layers, also through napari's proxies (see :func:`raw_layer`)."""
+    return raw_layer(a) is raw_layer(b)
 
 
 def level0(layer) -> object:

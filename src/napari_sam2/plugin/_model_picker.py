@@ -32,10 +32,24 @@ from ._layers import LayerError
 from ._ports import Tasks
 from ._tasks import USER_ERRORS
 
-__all__ = ["CHECKPOINT_FILE", "DEMO", "ModelPicker", "ModelSlot", "available_devices", "model_hint"]
+__all__ = [
+    "CHECKPOINT_FILE",
+    "DEMO",
+    "DEMO_NOTICE",
+    "ModelPicker",
+    "ModelSlot",
+    "available_devices",
+    "model_hint",
+]
 
 CHECKPOINT_FILE = "checkpoint file..."
 DEMO = "demo"
+DEMO_NOTICE = (
+    "The 'demo' model is a tiny SAM2 trained only on generated nuclei like the sample (File > Open "
+    "Sample > Nuclei 3D); on real images its masks are poor. For your data pick an official model "
+    "under Model (e.g. sam2.1_hiera_tiny; downloaded once) and press Load."
+)
+"""Said once per widget when the demo model is used on an image other than the sample."""
 
 
 def model_hint(name: str) -> str:
@@ -70,10 +84,20 @@ class ModelPicker(QGroupBox):
             self.model_combo.setItemData(
                 i, model_hint(self.model_combo.itemText(i)), Qt.ItemDataRole.ToolTipRole
             )
+        self.model_combo.setToolTip(
+            "demo: a tiny model for the generated sample only. sam2*/sam2.1*: Meta's official models "
+            "(downloaded once; tiny is fastest, large most accurate); EdgeTAM, EfficientTAM, MedSAM2; "
+            "or a checkpoint file. Each entry's tooltip says what it is for"
+        )
         self.hint_label = QLabel(model_hint(DEMO))
+        self.hint_label.setWordWrap(True)
         self.device_combo = QComboBox()
         self.device_combo.addItems(available_devices())
+        self.device_combo.setToolTip("Where the model runs: auto picks a GPU when there is one")
         self.load_button = QPushButton("Load")
+        self.load_button.setToolTip(
+            "Load the picked model now (Segment and Propagate also load it when needed)"
+        )
         row = QHBoxLayout()
         row.addWidget(self.model_combo, 1)
         row.addWidget(self.load_button)
@@ -103,7 +127,9 @@ class ModelPicker(QGroupBox):
         return path
 
     def show_model(self, name: str, device: Any) -> None:
-        self.model_label.setText(f"model: {name} on {device}")
+        note = " (for the sample only: see the tooltip)" if name == DEMO else ""
+        self.model_label.setText(f"model: {name} on {device}{note}")
+        self.model_label.setToolTip(DEMO_NOTICE if name == DEMO else "")
 
     def load_task(
         self, source: str | None = None, device: str | None = None

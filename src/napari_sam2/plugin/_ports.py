@@ -54,6 +54,7 @@ class Tasks(StatusSink, Protocol):
         work: Work,
         done: Callable[[Any], None],
         on_error: str | Callable[[BaseException], None],
+        uses: tuple[Any, ...] = (),
     ) -> None: ...
 
 
@@ -69,6 +70,11 @@ class ImagePicker(Protocol):
     def source(self, layer: Image, geometry: ImageGeometry) -> Any: ...
 
     def labels_layer(self, create: bool = True) -> Labels | None: ...
+
+    def window(
+        self, layer: Image | None = None, geometry: ImageGeometry | None = None
+    ) -> tuple[float, float]:
+        """The model input window (low, high) for ``layer`` (default: the picked image)."""
 
     def existing_labels(self) -> Labels | None: ...
 

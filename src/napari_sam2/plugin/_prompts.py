@@ -1,14 +1,16 @@
 """The prompt layers: a Points layer for clicks and a Shapes layer for boxes, over the image layer.
 
 Each click carries two features, ``positive`` (its polarity) and ``object_id``; each box an
-``object_id``. :class:`PromptLayers` creates the layers once, adds clicks and boxes as the mouse
-does, colours clicks by polarity, and takes and restores :class:`~._session.PromptSnapshot` s for
+``object_id``. :class:`PromptLayers` creates the layers once (or adopts the ones an earlier widget
+made), keeps them above every other layer and the prompts layer selected in *add* mode, adds clicks
+and boxes as the mouse does, colours clicks by polarity, and takes and restores :class:`~._session.PromptSnapshot` s for
 undo. Coordinates stay in the layers' own data space until :meth:`PromptLayers.object_prompts`
 maps them to the image's (see :func:`._layers.to_image_coords`).
 """
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Callable
 
 import napari.viewer
@@ -19,11 +21,49 @@ from napari.layers.base._base_constants import ActionType
 from ._layers import image_geometry, to_image_coords
 from ._session import PromptSnapshot, Session
 
-__all__ = ["POSITIVE_COLOR", "NEGATIVE_COLOR", "BOX_COLOR", "PromptLayers", "rgba"]
+__all__ = [
+    "POSITIVE_COLOR",
+    "NEGATIVE_COLOR",
+    "BOX_COLOR",
+    "MARKER_PIXELS",
+    "POINTS_NAME",
+    "SHAPES_NAME",
+    "PromptLayers",
+    "marker_size",
+    "rgba",
+]
 
 POSITIVE_COLOR = "#00e000"
 NEGATIVE_COLOR = "#ff00ff"
 BOX_COLOR = "#ffd000"
+POINTS_NAME = "SAM2 prompts"
+SHAPES_NAME = "SAM2 boxes"
+MARKER_PIXELS = 10.0
+"""Screen diameter of a click marker, in canvas pixels, when the image fills the view."""
+MARKER_LIMITS = (6.0, 24.0)
+"""The marker's screen diameter stays within these pixels at any zoom (napari's canvas_size_limits)."""
+_DEFAULT_CANVAS = (600, 800)
+
+
+def marker_size(
+    plane_hw: tuple[int, int],
+    yx_scale: tuple[float, float],
+    canvas_hw: tuple[int, int] = _DEFAULT_CANVAS,
+    pixels: float = MARKER_PIXELS,
+    margin: float = 0.05,
+) -> float:
+    """The Points ``size`` (layer data units) that draws ``pixels`` screen pixels at napari's fit zoom.
+
+    napari fits a (H, W) plane of scale (sy, sx) into a (ch, cw) canvas with zoom
+    ``(1 - margin) * min(ch / (H sy), cw / (W sx))`` canvas pixels per world unit, and draws a point
+    of size ``s`` as ``s * scale * zoom`` pixels, so the size depends on the plane's pixel count,
+    not on its physical scale.
+    """
+    h, w = (max(int(v), 1) for v in plane_hw)
+    sy, sx = (abs(float(v)) or 1.0 for v in yx_scale)
+    ch, cw = (max(int(v), 1) for v in canvas_hw)
+    zoom = (1 - margin) * min(ch / (h * sy), cw / (w * sx))
+    return float(pixels / (zoom * np.sqrt(sy * sx)))
 
 
 def rgba(color: str) -> np.ndarray:
@@ -73,48 +113,119 @@ class PromptLayers:
         if self.shapes is not None and self.shapes not in self.viewer.layers:
             self.shapes = None
 
-    def ensure(self) -> tuple[Points, Shapes]:
-        """Create (once) the prompts Points layer and the boxes Shapes layer over the image."""
+    def _canvas_hw(self) -> tuple[int, int]:
+        # napari has no public canvas size; its private one warns from plugins and may go (then: default)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            try:
+                return tuple(self.viewer.window._qt_viewer.canvas.size)  # (height, width)
+            except (AttributeError, RuntimeError):  # no window (headless viewer model) or being closed
+                return _DEFAULT_CANVAS
+
+    def _find(self, kind: type, name: str, ndim: int, features: tuple[str, ...]):
+        """An existing layer an earlier widget made (same name, kind, dimensions and features)."""
+        for layer in self.viewer.layers:
+            if (
+                isinstance(layer, kind)
+                and layer.name == name
+                and layer.ndim == ndim
+                and all(f in layer.features for f in features)
+            ):
+                return layer
+        return None
+
+    def ensure(self, select: bool = True) -> tuple[Points, Shapes]:
+        """Create (once) the prompts Points layer and the boxes Shapes layer over the image, or adopt
+        the ones an earlier widget left in the viewer; with ``select`` make the prompts layer the
+        selected one, in add mode."""
         image = self.require_image()
         ndim = image.ndim
         plane_hw = image_geometry(image).plane_hw
         if self.points is None:
-            size = max(2.0, max(plane_hw) / 60) * float(np.min(image.scale[-2:]))
-            self._suppress += 1
-            try:
-                self.points = self.viewer.add_points(
-                    np.zeros((0, ndim)),
-                    ndim=ndim,
-                    name="SAM2 prompts",
-                    scale=image.scale,
-                    translate=image.translate,
-                    features={"positive": np.zeros(0, bool), "object_id": np.zeros(0, np.int64)},
-                    face_color=POSITIVE_COLOR,
-                    border_color="white",
-                    size=size,
-                )
-            finally:
-                self._suppress -= 1
+            self.points = self._find(Points, POINTS_NAME, ndim, ("positive", "object_id"))
+            if self.points is None:
+                size = marker_size(plane_hw, tuple(image.scale[-2:]), self._canvas_hw())
+                self._suppress += 1
+                try:
+                    self.points = self.viewer.add_points(
+                        np.zeros((0, ndim)),
+                        ndim=ndim,
+                        name=POINTS_NAME,
+                        scale=image.scale,
+                        translate=image.translate,
+                        features={"positive": np.zeros(0, bool), "object_id": np.zeros(0, np.int64)},
+                        face_color=POSITIVE_COLOR,
+                        border_color="white",
+                        size=size,
+                        canvas_size_limits=MARKER_LIMITS,
+                    )
+                finally:
+                    self._suppress -= 1
             self.points.events.data.connect(self._on_data)
             self.points.bind_key("T", lambda layer: self.on_toggle(), overwrite=True)
         if self.shapes is None:
-            self.shapes = self.viewer.add_shapes(
-                ndim=ndim,
-                name="SAM2 boxes",
-                scale=image.scale,
-                translate=image.translate,
-                features={"object_id": np.zeros(0, np.int64)},
-                edge_color=BOX_COLOR,
-                face_color="transparent",
-                edge_width=max(1.0, max(plane_hw) / 200),
-            )
+            self.shapes = self._find(Shapes, SHAPES_NAME, ndim, ("object_id",))
+            if self.shapes is None:
+                width = marker_size(plane_hw, tuple(image.scale[-2:]), self._canvas_hw(), pixels=2.0)
+                self.shapes = self.viewer.add_shapes(
+                    ndim=ndim,
+                    name=SHAPES_NAME,
+                    scale=image.scale,
+                    translate=image.translate,
+                    features={"object_id": np.zeros(0, np.int64)},
+                    edge_color=BOX_COLOR,
+                    face_color="transparent",
+                    edge_width=width,
+                )
             self.shapes.events.data.connect(self._on_data)
         self.set_defaults()
-        self.viewer.layers.selection.active = self.points
-        self.points.mode = "add"
+        self.raise_to_top()
+        if select:
+            self.select()
         if self.last is None:
             self.last = self.snapshot()
         return self.points, self.shapes
+
+    def fit_markers(self) -> None:
+        """Size the click markers (and box edges) for the canvas as it is now (e.g. once the dock has
+        taken its width), so they are :data:`MARKER_PIXELS` wide when the image fills the view."""
+        try:
+            image = self.require_image()
+        except ValueError:  # LayerError: no image
+            return
+        plane_hw, yx = image_geometry(image).plane_hw, tuple(image.scale[-2:])
+        if self.points is not None:
+            size = marker_size(plane_hw, yx, self._canvas_hw())
+            self.points.current_size = size
+            if len(self.points.data):
+                self.points.size = size
+        if self.shapes is not None and not len(self.shapes.data):
+            self.shapes.current_edge_width = marker_size(plane_hw, yx, self._canvas_hw(), pixels=2.0)
+
+    def raise_to_top(self) -> None:
+        """Put the boxes, then the prompts layer, above every other layer (markers over labels)."""
+        layers = self.viewer.layers
+        for layer in (self.shapes, self.points):
+            if layer is not None and layer in layers:
+                i = layers.index(layer)
+                if i != len(layers) - 1:
+                    layers.move(i, len(layers))
+
+    def select(self) -> None:
+        """Make the prompts layer the selected layer, in add mode (the next click adds a prompt)."""
+        if self.points is None or self.points not in self.viewer.layers:
+            return
+        self.viewer.layers.selection.active = self.points
+        if self.points.mode != "add":
+            self.points.mode = "add"
+
+    def detach(self) -> None:
+        """Stop listening to the layers (the widget is closing; the layers and their data stay)."""
+        for layer in (self.points, self.shapes):
+            if layer is not None:
+                layer.events.data.disconnect(self._on_data)
+        if self.points is not None:
+            self.points.keymap.pop("T", None)
 
     def set_defaults(self) -> None:
         """New clicks and boxes get the current object id (and clicks the current polarity)."""
@@ -128,12 +239,12 @@ class PromptLayers:
 
     def add_click(self, world: tuple[float, ...] | np.ndarray) -> None:
         """Add a click at a world position with the current polarity (as a mouse click does)."""
-        points, _ = self.ensure()
+        points, _ = self.ensure(select=False)
         points.add(np.asarray(points.world_to_data(np.asarray(world, dtype=np.float64)))[None])
 
     def add_box(self, world_corners: np.ndarray) -> None:
         """Add a box from two opposite world corners (as drawing a rectangle does)."""
-        _, shapes = self.ensure()
+        _, shapes = self.ensure(select=False)
         a, b = (np.asarray(shapes.world_to_data(np.asarray(c, dtype=np.float64))) for c in world_corners)
         lo, hi = np.minimum(a, b), np.maximum(a, b)
         corners = [lo.copy(), lo.copy(), hi.copy(), hi.copy()]
@@ -180,7 +291,7 @@ class PromptLayers:
 
     def restore(self, snap: PromptSnapshot) -> None:
         """Put the prompt layers back as they were in ``snap`` (without re-segmenting)."""
-        points, shapes = self.ensure()
+        points, shapes = self.ensure(select=False)
         self._suppress += 1
         try:
             points.data = snap.points

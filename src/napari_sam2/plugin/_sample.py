@@ -20,5 +20,6 @@ def sample_nuclei_3d() -> list[tuple]:
         "scale": stack.scale,
         "colormap": "gray",
         "axis_labels": ("z", "y", "x"),
+        "metadata": {"napari_sam2_sample": "nuclei_3d"},  # the demo model's notice skips the sample
     }
     return [(stack.image, meta, "image")]

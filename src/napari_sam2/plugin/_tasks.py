@@ -4,7 +4,8 @@
 latest request that arrives meanwhile (a click while the slice is being encoded is handled once the
 embedding is ready). Messages go to the status line and to napari notifications; errors a user can
 cause (:data:`USER_ERRORS`) are shown with what to do next, anything else as a bug with the
-traceback in the log.
+traceback in the log. The status line holds one line (at most :data:`STATUS_CHARS` characters, never
+widening the dock); a longer message keeps its whole text behind *Details* and the line's tooltip.
 """
 
 from __future__ import annotations
@@ -15,7 +16,18 @@ from typing import Any
 
 import torch
 from napari.utils.notifications import show_error, show_info, show_warning
-from qtpy.QtWidgets import QCheckBox, QHBoxLayout, QLabel, QProgressBar, QPushButton, QVBoxLayout, QWidget
+from qtpy.QtCore import Qt
+from qtpy.QtWidgets import (
+    QCheckBox,
+    QHBoxLayout,
+    QLabel,
+    QMessageBox,
+    QProgressBar,
+    QPushButton,
+    QSizePolicy,
+    QVBoxLayout,
+    QWidget,
+)
 
 from ..engine import (
     DeviceError,
@@ -31,10 +43,10 @@ from ..engine.automask import AutoMaskError
 from ..engine.provenance import ProvenanceError
 from ..model.checkpoint import CheckpointError
 from ..model.weights import WeightsError
-from ._layers import LayerError
+from ._layers import LayerError, same_layer
 from ._workers import TaskRunner
 
-__all__ = ["USER_ERRORS", "TaskPanel"]
+__all__ = ["STATUS_CHARS", "USER_ERRORS", "TaskPanel", "one_line"]
 
 log = logging.getLogger(__name__)
 
@@ -55,6 +67,17 @@ USER_ERRORS = (
     ProvenanceError,
 )
 
+STATUS_CHARS = 90
+"""The longest status line; longer messages end in "..." and show whole under *Details*."""
+
+
+def one_line(message: str, limit: int = STATUS_CHARS) -> str:
+    """``message``'s first line, cut to ``limit`` characters (ending in "...") if longer."""
+    first = message.strip().splitlines()[0] if message.strip() else ""
+    if len(first) > limit:
+        first = first[: limit - 3].rstrip() + "..."
+    return first
+
 
 class TaskPanel(QWidget):
     """Runs the widget's long tasks and shows their progress and the messages.
@@ -65,19 +88,32 @@ class TaskPanel(QWidget):
     Attributes:
         runner: the task runner (``runner.threaded`` is the switch, also on the checkbox).
         last_error: the latest error message shown ("" if none).
+        details: the whole text of the latest message that the status line shortened ("" if none).
     """
 
     def __init__(self, threaded: bool | None = None) -> None:
         super().__init__()
         self.runner = TaskRunner(threaded, parent=self)
         self.last_error = ""
+        self.details = ""
+        self.uses: tuple[Any, ...] = ()  # the layers the running task reads or writes
         self._queued: Callable[[], None] | None = None
         self.progress_bar = QProgressBar()
+        self.progress_bar.setToolTip("Progress of the running task (frames, tiles or MiB downloaded)")
         self.status_label = QLabel("")
-        self.status_label.setWordWrap(True)
+        self.status_label.setWordWrap(False)
+        # one line that never widens the dock: its width follows the dock, not the text
+        self.status_label.setSizePolicy(QSizePolicy.Ignored, QSizePolicy.Preferred)
+        self.details_button = QPushButton("Details")
+        self.details_button.setToolTip("Show the whole message of the status line")
+        self.details_button.setVisible(False)
         self.cancel_button = QPushButton("Cancel (Shift-C)")
+        self.cancel_button.setToolTip("Stop the running task at its next frame or tile; frames written stay")
         self.cancel_button.setEnabled(False)
         self.threaded_check = QCheckBox("Run in a background thread")
+        self.threaded_check.setToolTip(
+            "Run encoding and propagation in a background thread, so napari stays responsive (untick to debug)"
+        )
         self.threaded_check.setChecked(self.runner.threaded)
         layout = QVBoxLayout(self)
         layout.setContentsMargins(0, 0, 0, 0)
@@ -85,9 +121,12 @@ class TaskPanel(QWidget):
         row.addWidget(self.progress_bar, 1)
         row.addWidget(self.cancel_button)
         layout.addLayout(row)
-        layout.addWidget(self.status_label)
-        layout.addWidget(self.threaded_check)
+        status = QHBoxLayout()
+        status.addWidget(self.status_label, 1)
+        status.addWidget(self.details_button)
+        layout.addLayout(status)
         self.cancel_button.clicked.connect(self.cancel)
+        self.details_button.clicked.connect(self.show_details)
         self.threaded_check.toggled.connect(lambda on: setattr(self.runner, "threaded", bool(on)))
         self.runner.started.connect(self._on_started)
         self.runner.progressed.connect(self._on_progress)
@@ -108,14 +147,19 @@ class TaskPanel(QWidget):
         work: Callable[[Callable, Callable], Any],
         done: Callable[[Any], None],
         on_error: str | Callable[[BaseException], None],
+        uses: tuple[Any, ...] = (),
     ) -> None:
         """Run ``work(progress, cancel)``, then ``done(result)``; on failure ``on_error(err)``, or
         :meth:`error` with ``on_error`` as the action's name. While another task runs, queue it
-        (the latest request wins)."""
-        if self.runner.busy:
-            self._queued = lambda: self.start(label, work, done, on_error)
-            self.status_label.setText(f"{label} waits for {self.runner.label}")
+        (the latest request wins). ``uses``: the layers the task reads or writes (removing one
+        cancels it, see :meth:`cancel_if_using`)."""
+        if self.runner.closed:
             return
+        if self.runner.busy:
+            self._queued = lambda: self.start(label, work, done, on_error, uses)
+            self.status(f"{label} waits for {self.runner.label}")
+            return
+        self.uses = tuple(uses)
         failed = on_error if callable(on_error) else (lambda err, what=on_error: self.error(what, err))
 
         def finish(result):
@@ -141,34 +185,62 @@ class TaskPanel(QWidget):
         if queued is not None:
             queued()
 
-    def cancel(self) -> None:
+    def cancel(self, why: str = "") -> None:
         """Stop the running task at its next frame or tile; finished frames stay written."""
+        self._queued = None
         if self.runner.busy:
             self.runner.cancel()
-            self.status_label.setText(f"cancelling {self.runner.label}...")
+            self.status(f"cancelling {self.runner.label}{why}...")
+
+    def cancel_if_using(self, layer: Any, why: str) -> bool:
+        """Cancel the running task if it reads or writes ``layer``; True if it did."""
+        if self.runner.busy and any(same_layer(layer, used) for used in self.uses):
+            self.cancel(why)
+            return True
+        return False
+
+    def shutdown(self) -> None:
+        """The widget is closing: cancel the running task, drop the queued one, wait for the thread."""
+        self._queued = None
+        self.runner.shutdown()
 
     def _on_started(self, label: str) -> None:
         self.progress_bar.setRange(0, 0)
         self.cancel_button.setEnabled(True)
-        self.status_label.setText(f"{label}...")
+        self.status(f"{label}...")
 
     def _on_progress(self, done: int, total: int, label: str) -> None:
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(done)
-        self.status_label.setText(f"{label}: {done} / {total}")
+        self.status(f"{label}: {done} / {total}")
 
     def _on_finished(self, label: str) -> None:
+        self.uses = ()
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         self.cancel_button.setEnabled(False)
 
     def status(self, message: str) -> None:
-        """Show ``message`` on the status line only."""
-        self.status_label.setText(message)
+        """Show ``message`` on the status line only (its first line, shortened; the rest under Details)."""
+        line = one_line(message)
+        self.status_label.setText(line)
+        self.status_label.setToolTip(message if line != message.strip() else "")
+        self.details = message if line != message.strip() else ""
+        self.details_button.setVisible(bool(self.details))
+
+    def show_details(self) -> QMessageBox:
+        """Open (without blocking) a box with the whole text of the shortened message."""
+        box = QMessageBox(
+            QMessageBox.Information, "SAM2", self.details or self.status_label.text(), parent=self
+        )
+        box.setTextInteractionFlags(Qt.TextSelectableByMouse)
+        box.open()
+        self._details_box = box
+        return box
 
     def info(self, message: str) -> None:
         """Show ``message`` on the status line and as a napari notification."""
-        self.status_label.setText(message)
+        self.status(message)
         show_info(message)
 
     def error(self, what: str, err: BaseException) -> None:
@@ -190,5 +262,5 @@ class TaskPanel(QWidget):
             )
             show = show_warning if isinstance(err, Warning) else show_error
         self.last_error = message
-        self.status_label.setText(message)
+        self.status(message)
         show(message)

@@ -12,6 +12,12 @@ segmentation through :mod:`napari_sam2.api.session`, undo through :class:`._sess
 typed :class:`._session.Step` s. Every button calls a public method, so tests and scripts drive the
 widget exactly as a user does.
 
+Opening the widget creates (or adopts, when an earlier widget left them) the prompt layers over
+the image and selects the prompts layer in add mode, so the first click on the image is a prompt;
+new labels layers go below the prompt layers and never take the selection. The dock scrolls
+(it fits a 1366 x 768 screen); the core flow is on top, the rest under *Advanced*. Closing the
+dock or napari, removing a layer a task uses, or picking another image cancels the task cleanly.
+
 Keys (on the viewer): Shift-S segment, Shift-F propagate, Shift-N next object, Shift-X clear
 prompts, Shift-Z undo, Shift-Y redo, Shift-T (or T on the prompts layer) toggle click polarity,
 Shift-C cancel.
@@ -19,13 +25,15 @@ Shift-C cancel.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable
 from typing import Any
 
 import napari.viewer
 import numpy as np
 from napari.layers import Image, Labels
-from qtpy.QtWidgets import QApplication, QVBoxLayout, QWidget
+from qtpy.QtCore import QEvent, Qt, QTimer
+from qtpy.QtWidgets import QApplication, QComboBox, QFrame, QScrollArea, QToolButton, QVBoxLayout, QWidget
 
 from ..api.session import RecordingWriter, segment_plane
 from ..engine import ImagePredictor, PromptError
@@ -33,8 +41,8 @@ from ..engine.provenance import ProvenanceRecord, python_script
 from ._actions import ActionPanel, bind_keys, unbind_keys
 from ._data import DataPicker
 from ._history import History
-from ._layers import ImageGeometry, frame_prompt
-from ._model_picker import ModelPicker, ModelSlot
+from ._layers import ImageGeometry, frame_prompt, same_layer
+from ._model_picker import DEMO, DEMO_NOTICE, ModelPicker, ModelSlot
 from ._ports import Choices
 from ._prompt_panel import PromptPanel
 from ._prompts import PromptLayers
@@ -43,7 +51,10 @@ from ._provenance import session_record
 from ._session import PromptSnapshot, Session, Step, StepKind, where
 from ._tasks import USER_ERRORS, TaskPanel
 
-__all__ = ["Sam2Widget"]
+__all__ = ["SAMPLE_KEY", "Sam2Widget"]
+
+SAMPLE_KEY = "napari_sam2_sample"
+"""The metadata key the plugin's sample layer carries (the demo model's notice skips it)."""
 
 
 class Sam2Widget(QWidget):
@@ -71,7 +82,11 @@ class Sam2Widget(QWidget):
         self.viewer = viewer
         self.session = Session()
         self.last_report: Any = None
-        self.data = DataPicker(viewer)
+        self.demo_noticed = False
+        self._closed = False
+        self._docked = False
+        self._hooks: list[tuple[Any, Callable]] = []
+        self.data = DataPicker(viewer, on_labels_created=self._on_labels_created)
         self.model_picker = ModelPicker()
         self.actions = ActionPanel(lambda name: getattr(self, name)())
         self.tasks = TaskPanel(threaded)
@@ -106,25 +121,149 @@ class Sam2Widget(QWidget):
         self._build()
         self._connect()
         self.refresh_layers()
+        self.data.adopt_labels()
+        self.data.show_window()
+        if self.image_layer is not None:
+            self.ensure_prompt_layers()
 
     def _build(self) -> None:
-        layout = QVBoxLayout(self)
-        for part in (self.data, self.model_picker, self.prompt_panel, self.actions, self.tasks):
+        content = QWidget()
+        layout = QVBoxLayout(content)
+        layout.setContentsMargins(4, 4, 4, 4)
+        for part in (self.data, self.model_picker, self.prompt_panel, self.actions):
             layout.addWidget(part)
+        self.advanced_button = QToolButton()
+        self.advanced_button.setText("Advanced")
+        self.advanced_button.setCheckable(True)
+        self.advanced_button.setToolButtonStyle(Qt.ToolButtonTextBesideIcon)
+        self.advanced_button.setArrowType(Qt.RightArrow)
+        self.advanced_button.setToolTip(
+            "Show or hide the advanced actions: overwrite, propagate labels, encode, segment everything, "
+            "Copy as Python, background thread"
+        )
+        self.advanced_box = QFrame()
+        more = QVBoxLayout(self.advanced_box)
+        more.setContentsMargins(0, 0, 0, 0)
+        more.addWidget(self.overwrite_check)
+        more.addWidget(self.actions.advanced)
+        more.addWidget(self.threaded_check)
+        self.advanced_box.setVisible(False)
+        layout.addWidget(self.advanced_button)
+        layout.addWidget(self.advanced_box)
         layout.addStretch(1)
+        for combo in content.findChildren(QComboBox):  # long layer or file names never widen the dock
+            combo.setSizeAdjustPolicy(QComboBox.AdjustToMinimumContentsLengthWithIcon)
+            combo.setMinimumContentsLength(8)
+        self.scroll = QScrollArea()
+        self.scroll.setWidgetResizable(True)
+        self.scroll.setFrameShape(QFrame.NoFrame)
+        self.scroll.setHorizontalScrollBarPolicy(Qt.ScrollBarAlwaysOff)
+        self.scroll.setWidget(content)
+        # as wide as the content needs (no horizontal scrolling); as high as the screen allows
+        bar = self.scroll.verticalScrollBar().sizeHint().width()
+        self.scroll.setMinimumWidth(content.minimumSizeHint().width() + bar)
+        outer = QVBoxLayout(self)
+        outer.setContentsMargins(0, 0, 0, 0)
+        outer.addWidget(self.scroll, 1)
+        outer.addWidget(self.tasks)  # progress and status stay in view while the rest scrolls
+
+    def show_advanced(self, show: bool = True) -> None:
+        """Open (or close) the *Advanced* section."""
+        self.advanced_button.setChecked(show)
+        self.advanced_button.setArrowType(Qt.DownArrow if show else Qt.RightArrow)
+        self.advanced_box.setVisible(show)
+
+    def _listen(self, emitter, callback: Callable) -> None:
+        emitter.connect(callback)
+        self._hooks.append((emitter, callback))
 
     def _connect(self) -> None:
         self.model_picker.load_button.clicked.connect(lambda: self.load_model())
         self.polarity_button.clicked.connect(lambda: self.toggle_polarity())
         self.prompt_panel.prompt_layers_button.clicked.connect(lambda: self.ensure_prompt_layers())
+        self.advanced_button.toggled.connect(self.show_advanced)
         self.object_spin.valueChanged.connect(self.set_object_id)
         self.data.changed.connect(self._update_axes)
+        self.data.changed.connect(self._on_image_changed)
         self.runner.progressed.connect(self._on_task_progress)
-        self.viewer.layers.events.inserted.connect(lambda e: self.refresh_layers())
-        self.viewer.layers.events.removed.connect(lambda e: self.refresh_layers())
-        self.viewer.dims.events.current_step.connect(self._on_slice_changed)
+        self._listen(self.viewer.layers.events.inserted, self._on_layer_inserted)
+        self._listen(self.viewer.layers.events.removed, self._on_layer_removed)
+        self._listen(self.viewer.dims.events.current_step, self._on_slice_changed)
         bind_keys(self.viewer, lambda name: getattr(self, name)())
-        self.destroyed.connect(lambda *_: unbind_keys(self.viewer))
+        app = QApplication.instance()
+        if app is not None:
+            app.aboutToQuit.connect(self.close_session)
+            self._hooks.append((app.aboutToQuit, self.close_session))
+        self.destroyed.connect(lambda *_: self.close_session())
+
+    # ------------------------------------------------------------------ lifetime
+    def event(self, event: QEvent) -> bool:
+        """Leaving the dock (napari's close button or ``remove_dock_widget``) ends the session."""
+        if event.type() == QEvent.ParentChange:
+            if self.parent() is not None:
+                self._docked = True
+            elif self._docked:
+                self.close_session()
+        return super().event(event)
+
+    def showEvent(self, event) -> None:
+        """Once docked and shown, size the markers for the canvas that is left beside the dock."""
+        super().showEvent(event)
+        QTimer.singleShot(0, self.prompts.fit_markers)
+
+    def close_session(self) -> None:
+        """Cancel the running task and wait for it, and stop listening to the viewer (the layers and
+        everything written stay). Runs once, when the dock or napari closes; uses no Qt widget."""
+        if self._closed:
+            return
+        self._closed = True
+        self.tasks.shutdown()
+        for emitter, callback in self._hooks:
+            with contextlib.suppress(TypeError, ValueError, RuntimeError):  # gone with the viewer or app
+                emitter.disconnect(callback)
+        self._hooks.clear()
+        try:
+            unbind_keys(self.viewer)
+            self.prompts.detach()
+        except (AttributeError, RuntimeError):  # the viewer is being torn down
+            pass
+
+    def _on_layer_inserted(self, event=None) -> None:
+        self.refresh_layers()
+        if self.points_layer is None and isinstance(getattr(event, "value", None), Image):
+            self.ensure_prompt_layers()
+
+    def _on_layer_removed(self, event=None) -> None:
+        layer = getattr(event, "value", None)
+        if layer is not None and self.tasks.cancel_if_using(layer, f": layer {layer.name!r} was removed"):
+            self.tasks.info(
+                f"{self.runner.label} cancelled: layer {layer.name!r} was removed (frames written stay)"
+            )
+        self.refresh_layers()
+
+    def _on_image_changed(self) -> None:
+        image = self.image_layer
+        if (
+            self.runner.busy
+            and self.tasks.uses
+            and not any(same_layer(image, used) for used in self.tasks.uses)
+        ):
+            self.tasks.cancel(": another image was picked")
+            self.tasks.info(f"{self.runner.label} cancelled: another image was picked (frames written stay)")
+        self.propagation.forget()
+
+    def _on_labels_created(self, labels: Labels) -> None:
+        """A new labels layer goes below the prompt layers and leaves the selection to the prompts."""
+        self.prompts.raise_to_top()
+        self.prompts.select()
+
+    def _demo_notice(self, image: Image) -> None:
+        """Once per widget: the demo model on data other than the sample says what it is."""
+        name = self.model_name or (self.model_combo.currentText() if self.model is None else "")
+        if self.demo_noticed or name != DEMO or image.metadata.get(SAMPLE_KEY):
+            return
+        self.demo_noticed = True
+        self.tasks.info(DEMO_NOTICE)
 
     def refresh_layers(self) -> None:
         """Refill the image and labels pickers from the viewer's layers (keeps the selections)."""
@@ -203,8 +342,13 @@ class Sam2Widget(QWidget):
         return self.prompts.shapes
 
     def ensure_prompt_layers(self):
-        """Create (once) the prompts Points layer and the boxes Shapes layer over the image."""
-        return self.prompts.ensure()
+        """Create (once) the prompts Points layer and the boxes Shapes layer over the image, or adopt
+        the ones in the viewer, and select the prompts layer in add mode."""
+        try:
+            return self.prompts.ensure()
+        except USER_ERRORS as err:
+            self.tasks.error("Add prompt layers", err)
+            return None
 
     def add_click(self, world: tuple[float, ...] | np.ndarray, positive: bool | None = None) -> None:
         """Add a click at a world position (as a mouse click in the prompts layer does)."""
@@ -231,7 +375,20 @@ class Sam2Widget(QWidget):
         self.prompts.set_defaults()
 
     def _on_prompts_changed(self) -> None:
-        if self.live_check.isChecked():
+        """Live mode: a click segments its slice; on a slice the current object was propagated
+        through, it re-propagates the slices that click now governs."""
+        if not self.live_check.isChecked():
+            return
+        if self.runner.busy:
+            self.tasks.queue(self._on_prompts_changed)
+            return
+        try:
+            frame = self.current_frame()
+        except USER_ERRORS:
+            frame = None
+        if frame and self.propagation.kept_covers(self.session.object_id, frame):
+            self.propagate()
+        else:
             self.segment(quiet=True)
 
     def snapshot(self) -> PromptSnapshot:
@@ -271,12 +428,14 @@ class Sam2Widget(QWidget):
                     )
                 return
             labels, source = self.labels_layer(), self.data.source(image, geometry)
+            window = self.data.window(image, geometry)
         except USER_ERRORS as err:
             self.tasks.error("Segment", err)
             return
+        self._demo_notice(image)
         if not self.models.ready(then=lambda: self.segment(quiet)):
             return
-        obj, window = self.session.object_id, tuple(image.contrast_limits)
+        obj = self.session.object_id
         before, after, predictor = self.prompts.last, self.snapshot(), self.predictor
 
         def work(progress, cancel):
@@ -293,25 +452,26 @@ class Sam2Widget(QWidget):
             labels.refresh()
             self.tasks.status(f"object {obj}: {int(mask.sum())} pixels{where(geometry.frame_axes, frame)}")
 
-        self.tasks.start("segment", work, done, "Segment")
+        self.tasks.start("segment", work, done, "Segment", uses=(image, labels))
 
     def encode_current(self) -> None:
         """Compute the current slice's embedding now, so that the next click only decodes."""
         try:
             image, geometry = self.data.require_image(), self.geometry()
             frame, source = self.current_frame(), self.data.source(image, geometry)
+            window = self.data.window(image, geometry)
         except USER_ERRORS as err:
             self.tasks.error("Encode", err)
             return
         if not self.models.ready(then=self.encode_current):
             return
-        predictor, window = self.predictor, tuple(image.contrast_limits)
+        predictor = self.predictor
 
         def work(progress, cancel):
             predictor.set_image(source, frame=frame, window=window)
             return predictor.encode_all(progress, cancel)
 
-        self.tasks.start("encode", work, lambda n: None, "Encode")
+        self.tasks.start("encode", work, lambda n: None, "Encode", uses=(image,))
 
     def _on_slice_changed(self, event=None) -> None:
         """In live, threaded mode: encode the new slice in the background, so the next click only decodes."""
@@ -326,7 +486,12 @@ class Sam2Widget(QWidget):
 
         Without clicks or boxes for the object, its mask on the current slice in the labels layer
         seeds it. Frames stream into the labels as they finish; Cancel keeps the frames written.
+        After a correction click on a propagated slice only the slices that click now governs are
+        recomputed; pressing it again while it runs is ignored (with a message).
         """
+        image = self.image_layer
+        if image is not None and not self.runner.busy:
+            self._demo_notice(image)
         self.propagation.propagate(axis)
 
     def propagate_all_labels(self, axis: str | None = None) -> None:
@@ -355,10 +520,14 @@ class Sam2Widget(QWidget):
 
     def undo(self) -> None:
         """Undo the last step (a segmentation, a propagation, next object, clear prompts)."""
+        if not self.runner.busy:
+            self.propagation.forget()
         self.history.undo()
 
     def redo(self) -> None:
         """Redo the last undone step."""
+        if not self.runner.busy:
+            self.propagation.forget()
         self.history.redo()
 
     def cancel(self) -> None:
@@ -394,6 +563,6 @@ class Sam2Widget(QWidget):
 
     def _on_task_progress(self, done: int, total: int, label: str) -> None:
         if label in ("propagate", "segment everything"):  # frames stream into the labels as they finish
-            labels = self.data.existing_labels()
-            if labels is not None:
-                labels.refresh()
+            for layer in self.tasks.uses:  # the task's own labels, whatever is picked now
+                if isinstance(layer, Labels) and layer in self.viewer.layers:
+                    layer.refresh()

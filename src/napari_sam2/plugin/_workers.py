@@ -8,6 +8,10 @@ works (micro-sam had to fall back to synchronous runs with napari 0.5, their iss
 for both modes are in docs/plugin.md).
 
 The switch: ``TaskRunner(threaded=...)``, or the environment variable ``NAPARI_SAM2_THREADS=0``.
+
+Closing: :meth:`TaskRunner.shutdown` (called when the widget leaves its dock or napari closes) asks
+the task to stop at its next frame and waits for its thread; from then on the task's progress and
+results go nowhere (the widgets that showed them are gone), while what it wrote stays whole.
 """
 
 from __future__ import annotations
@@ -53,6 +57,10 @@ class TaskRunner(QObject):
         self.label = ""
         self.last_seconds = 0.0
         self._cancel = threading.Event()
+        self._idle = threading.Event()  # no task body is running (plain Python: usable after Qt deleted us)
+        self._idle.set()
+        self._closed = False
+        self._task_thread: int | None = None
         self._busy = False
         self._worker = None
 
@@ -68,6 +76,24 @@ class TaskRunner(QObject):
     def cancelled(self) -> bool:
         return self._cancel.is_set()
 
+    @property
+    def closed(self) -> bool:
+        """:meth:`shutdown` was called: tasks no longer start, results are dropped."""
+        return self._closed
+
+    def shutdown(self, timeout: float = 120.0) -> bool:
+        """Cancel the running task and wait (at most ``timeout`` s) until its thread has stopped.
+
+        Uses only plain Python state, so it may run while Qt destroys this object. Called from
+        inside a synchronous task (a close event handled at a progress report), it only cancels.
+        Returns False if the task was still running after ``timeout``.
+        """
+        self._closed = True
+        self._cancel.set()
+        if self._task_thread == threading.get_ident():
+            return False
+        return self._idle.wait(timeout)
+
     def start(
         self,
         label: str,
@@ -82,27 +108,45 @@ class TaskRunner(QObject):
         """
         if self._busy:
             raise RuntimeError(f"{self.label} is still running; wait for it or press Cancel")
+        if self._closed:
+            return
         self._busy, self.label = True, label
         self._cancel.clear()
+        self._idle.clear()
         self.started.emit(label)
         t0 = time.perf_counter()
 
         def progress(done: int, total: int) -> None:
-            self.progressed.emit(int(done), int(total), label)
+            if self._closed:
+                return
+            try:
+                self.progressed.emit(int(done), int(total), label)
+            except RuntimeError:  # Qt deleted this object (napari closed): stop at the next frame
+                self._closed = True
+                self._cancel.set()
+                return
             if not self.threaded:
                 QApplication.processEvents()  # keeps the window and the Cancel button alive
 
+        def body(progress: Progress, cancel: Cancel) -> Any:
+            self._task_thread = threading.get_ident()
+            try:
+                return fn(progress, cancel)
+            finally:
+                self._task_thread = None
+                self._idle.set()
+
         def done(result: Any) -> None:
-            self._end(t0)
-            on_done(result)
+            if self._end(t0):
+                on_done(result)
 
         def error(err: BaseException) -> None:
-            self._end(t0)
-            on_error(err)
+            if self._end(t0):
+                on_error(err)
 
         if not self.threaded:
             try:
-                result = fn(progress, self._cancel.is_set)
+                result = body(progress, self._cancel.is_set)
             except Exception as err:  # every task error goes to the notification, in both modes
                 error(err)
             else:
@@ -111,7 +155,7 @@ class TaskRunner(QObject):
 
         from napari.qt.threading import create_worker
 
-        worker = create_worker(fn, progress, self._cancel.is_set, _start_thread=False, _ignore_errors=True)
+        worker = create_worker(body, progress, self._cancel.is_set, _start_thread=False, _ignore_errors=True)
         worker.returned.connect(done)
         worker.errored.connect(error)
         self._worker = worker
@@ -125,7 +169,15 @@ class TaskRunner(QObject):
             time.sleep(0.005)
         return not self._busy
 
-    def _end(self, t0: float) -> None:
+    def _end(self, t0: float) -> bool:
+        """Mark the task finished; False once :meth:`shutdown` ran (its result then goes nowhere)."""
         self.last_seconds = time.perf_counter() - t0
         self._busy, self._worker = False, None
-        self.finished.emit(self.label)
+        if self._closed:
+            return False
+        try:
+            self.finished.emit(self.label)
+        except RuntimeError:  # deleted by Qt
+            self._closed = True
+            return False
+        return True
