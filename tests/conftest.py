@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 
 import pytest
@@ -12,6 +13,13 @@ from napari_sam2 import select_device
 # napari (through qtpy) and pytest-qt must use the same Qt binding: pytest-qt tries PyQt6 first, qtpy
 # PyQt5 first. PyQt6 is the binding of the testing extra; with PyQt5 alone both fall back to it.
 os.environ.setdefault("QT_API", "pyqt6")
+
+# torchvision (imported by the reference sam2 and the NMS check) loads torch._dynamo and triton, whose LLVM
+# crashes the process when Mesa's OpenGL has already loaded its own (docs/plugin.md). The plugin never
+# imports them; the tests that use them must not depend on running before the first napari viewer, so
+# they are loaded here, first. tests/test_plugin_menu.py checks the plugin's own order in a subprocess.
+with contextlib.suppress(ImportError):  # the testing extra brings it
+    import torchvision.ops  # noqa: F401
 
 TEST_DEVICE_ENV_VAR = "NAPARI_SAM2_TEST_DEVICE"
 
