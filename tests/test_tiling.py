@@ -38,7 +38,11 @@ def test_small_plane_is_not_tiled():
 def test_grid_covers_plane_and_pads_short_axis():
     grid = TileGrid.for_plane((500, 2500), 1024, overlap=128)
     assert not grid.untiled
-    assert [t.bounds() for t in grid.tiles] == [(0, 0, 1024, 1024), (0, 896, 1024, 1920), (0, 1476, 1024, 2500)]
+    assert [t.bounds() for t in grid.tiles] == [
+        (0, 0, 1024, 1024),
+        (0, 896, 1024, 1920),
+        (0, 1476, 1024, 2500),
+    ]
     assert grid.tiles[0].clipped(grid.plane_hw) == (0, 0, 500, 1024)  # rows 500..1023 are padding
     cover = np.zeros(grid.plane_hw, int)
     for t in grid.tiles:
@@ -50,8 +54,12 @@ def test_grid_covers_plane_and_pads_short_axis():
 def test_point_routing_prefers_the_most_central_tile():
     grid = TileGrid.for_plane((2048, 2048), 1024, overlap=256)
     assert grid.best_tile(np.array([900.0]), np.array([100.0])).bounds() == (768, 0, 1792, 1024)
-    assert grid.best_tile(np.array([10.0, 2040.0]), np.array([10.0, 10.0])) is None  # no single tile holds both
-    assert {t.index for t in grid.tiles_overlapping(1000, 1000, 1100, 1100)} == {(i, j) for i in (0, 1, 2) for j in (0, 1, 2)}
+    assert (
+        grid.best_tile(np.array([10.0, 2040.0]), np.array([10.0, 10.0])) is None
+    )  # no single tile holds both
+    assert {t.index for t in grid.tiles_overlapping(1000, 1000, 1100, 1100)} == {
+        (i, j) for i in (0, 1, 2) for j in (0, 1, 2)
+    }
 
 
 def test_blend_weights_fall_to_zero_at_inner_edges_only():
@@ -64,7 +72,9 @@ def test_blend_weights_fall_to_zero_at_inner_edges_only():
     assert (np.diff(w[512, 800:]) <= 0).all()
 
 
-@pytest.mark.parametrize(("hw", "tile", "overlap"), [((0, 10), 64, 0), ((64, 64), 16, 0), ((100, 100), 64, 40)])
+@pytest.mark.parametrize(
+    ("hw", "tile", "overlap"), [((0, 10), 64, 0), ((64, 64), 16, 0), ((100, 100), 64, 40)]
+)
 def test_bad_parameters(hw, tile, overlap):
     with pytest.raises(TilingError):
         TileGrid.for_plane(hw, tile, overlap)

@@ -156,7 +156,7 @@ def segment(
                 if cancel is not None and cancel():
                     raise Cancelled(f"cancelled after {done} of {len(pmap)} objects", target)
                 r = pred.predict(p, multimask=multimask, cancel=cancel)
-                masks[obj] = r.full(r.best if multimask else 0)
+                masks[obj] = r.patch(r.best if multimask else 0)
                 done += 1
                 if progress is not None:
                     progress(done, len(pmap))
