@@ -73,8 +73,6 @@ def largest(stack, z):
     return int(ids[np.argmax(counts)])
 
 
-
-
 def errors_since(n):
     return [str(r.message) for r in notification_manager.records[n:]]
 
@@ -233,7 +231,8 @@ def test_undo_keeps_painting_outside_the_edited_box(viewer, qtbot, stack):
     labels.data[6, 0, 0] = 9  # the user paints elsewhere on the plane
     widget.undo()
     assert widget.last_error == ""
-    assert labels.data[6, 0, 0] == 9 and np.count_nonzero(labels.data) == 1  # the paint stays, the object goes
+    assert labels.data[6, 0, 0] == 9  # the paint stays ...
+    assert np.count_nonzero(labels.data) == 1  # ... and the object goes
 
 
 def reference_run(model, image, window, z, rc, obj=1):
@@ -448,6 +447,7 @@ def test_segment_everything_through_the_stack_tracks_seeded_objects(viewer, qtbo
     """The engine's stack mode with a stand-in generator (as in test_automask): a random SAM2 whose
     object score says 'absent' leaves exactly the seeded object on its seed frame."""
     import napari_sam2.engine.automask as am
+
     def fake_generate(predictor, source, *, frame, **kwargs):
         return [auto_mask((5, 5, 20, 20), (64, 64))]
 
