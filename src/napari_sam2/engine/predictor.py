@@ -93,6 +93,7 @@ class Sam2Backend:
         if coords is None:  # mask-only prompt: one padding point, as SAM2's video path does
             coords = torch.zeros(1, 1, 2)
             labels = torch.full((1, 1), PAD, dtype=torch.int32)
+        feats = _on_device(feats, dev)  # cached features live on the CPU
         embed = m.embed_without_memory(feats)
         mask = None if mask_logits is None else mask_logits.to(dev, m.dtype)
         out = m.decode(embed, feats.high_res, coords.to(dev), labels.to(dev), mask, multimask)
@@ -153,6 +154,15 @@ class Prediction:
     def best(self) -> int:
         """Index of the candidate with the highest predicted IoU."""
         return int(np.argmax(self.scores))
+
+
+def _on_device(feats: ImageFeatures, device: torch.device) -> ImageFeatures:
+    """``feats`` with every tensor on ``device`` (the same object when they already are)."""
+    tensors = (feats.embed, feats.pos, *feats.high_res)
+    if all(t.device == device for t in tensors):
+        return feats
+    embed, pos, h0, h1 = (t.to(device) for t in tensors)
+    return ImageFeatures(embed, pos, (h0, h1))
 
 
 @dataclass
@@ -261,9 +271,8 @@ class ImagePredictor:
         key = self._key(tile)
         feats = self.cache.get(key)
         if feats is None:
-            feats = self.backend.encode(self._tile_input(tile))
-            feats = ImageFeatures(feats.embed.cpu(), feats.pos.cpu(), tuple(f.cpu() for f in feats.high_res))
-            self.cache.put(key, feats)
+            feats = self.backend.encode(self._tile_input(tile))  # on the model's device
+            self.cache.put(key, feats)  # the cache keeps its own CPU copy; ``feats`` stays where it is
         return feats
 
     def encode_all(self, progress: Progress | None = None, cancel: Cancel | None = None) -> int:
