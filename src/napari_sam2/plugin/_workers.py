@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import threading
+import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
@@ -172,7 +173,11 @@ class TaskRunner(QObject):
     def _end(self, t0: float) -> bool:
         """Mark the task finished; False once :meth:`shutdown` ran (its result then goes nowhere)."""
         self.last_seconds = time.perf_counter() - t0
-        self._busy, self._worker = False, None
+        worker, self._busy, self._worker = self._worker, False, None
+        if worker is not None:  # finished workers outlive the task: let go of its callbacks (and
+            for signal in (worker.returned, worker.errored):  # the layers and arrays they hold)
+                with contextlib.suppress(TypeError, RuntimeError):
+                    signal.disconnect()
         if self._closed:
             return False
         try:
