@@ -126,7 +126,7 @@ def test_clicks_on_a_6000_plane_write_only_the_object(make_napari_viewer, qtbot)
     layer = getattr(labels, "__wrapped__", labels)
     for la in [la for la in viewer.layers if la is not image]:
         viewer.layers.remove(la)
-    del labels, setitem, real_setitem
+    del labels, setitem
     QApplication.processEvents()
     gc.collect()
     assert held_by_plugin(layer, layer.data) == []

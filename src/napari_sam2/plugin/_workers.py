@@ -16,9 +16,9 @@ results go nowhere (the widgets that showed them are gone), while what it wrote 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
-import contextlib
 import time
 from collections.abc import Callable
 from typing import Any
