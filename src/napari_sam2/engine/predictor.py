@@ -237,7 +237,8 @@ class ImagePredictor:
         if key not in self._windows:
             self._windows[key] = resolve_window(window, source.sample_values)
         self.source, self.frame, self.window = source, frame, self._windows[key]
-        self.grid = TileGrid.for_plane(source.plane_hw, self.tile_size, self.overlap)
+        if self.grid is None or self.grid.plane_hw != tuple(source.plane_hw):  # same plane size: same grid
+            self.grid = TileGrid.for_plane(source.plane_hw, self.tile_size, self.overlap)
 
     def _require_image(self) -> tuple[ImageSource, TileGrid]:
         if self.source is None or self.grid is None:
@@ -416,6 +417,13 @@ class ImagePredictor:
             return []
         out = []
         for other in grid.tiles:
+            if (
+                other.row0 >= r1
+                or other.col0 >= c1
+                or other.row0 + other.height <= r0
+                or other.col0 + other.width <= c0
+            ):
+                continue  # no overlap with ``tile`` (checked inline: a big plane has hundreds of tiles)
             if other.index in done or other.index == tile.index:
                 continue
             o0, p0, o1, p1 = other.clipped(grid.plane_hw)

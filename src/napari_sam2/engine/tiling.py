@@ -110,7 +110,22 @@ class TileGrid:
 
     def best_tile(self, rows: np.ndarray, cols: np.ndarray) -> Tile | None:
         """The tile that contains all the given points and whose centre is nearest to theirs."""
-        candidates = [t for t in self.tiles if all(t.contains(r, c) for r, c in zip(rows, cols))]
+        # a tile holds every point iff it holds their bounding box (Tile.contains, inlined: one
+        # pass over a big plane's hundreds of tiles per click)
+        lo_r, hi_r, lo_c, hi_c = (
+            float(np.min(rows)),
+            float(np.max(rows)),
+            float(np.min(cols)),
+            float(np.max(cols)),
+        )
+        candidates = [
+            t
+            for t in self.tiles
+            if t.row0 - 0.5 <= lo_r
+            and hi_r < t.row0 + t.height - 0.5
+            and t.col0 - 0.5 <= lo_c
+            and hi_c < t.col0 + t.width - 0.5
+        ]
         if not candidates:
             return None
         cr, cc = float(np.mean(rows)), float(np.mean(cols))
