@@ -123,8 +123,11 @@ class LabelWriter:
         a written id that no written object wins now is cleared to 0. Voxels of ids not in
         ``logits`` are kept, unless ``overwrite=True`` and a written object wins them.
 
-        The plane is read once, edited in memory and written back with one assignment, so an error
-        during the edit leaves the labels untouched; nothing is written when nothing changes.
+        Only the box that can change is touched: the written masks' windows and the written ids'
+        voxels now (found by scanning the plane in strips of rows, without a plane-sized
+        temporary; a zarr plane is read once). That box is edited in memory and the box of the
+        voxels that changed is written back with one assignment, so an error during the edit
+        leaves the labels untouched; nothing is written when nothing changes.
 
         Args:
             index: one int per frame axis (``len == labels.ndim - 2``), each in range.
