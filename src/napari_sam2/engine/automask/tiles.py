@@ -130,7 +130,7 @@ def _grow(
         box = bbox_of(mask)
         if box is None:
             continue
-        b0, b1 = pred.bbox[0], pred.bbox[2]
+        b0, b1 = pred.bbox[0], pred.bbox[1]  # (row0, col0) of the prediction's box
         m = mask[box[0] : box[2], box[1] : box[3]]
         bbox = (b0 + box[0], b1 + box[1], b0 + box[2], b1 + box[3])
         covered[bbox[0] : bbox[2], bbox[1] : bbox[3]] |= m
