@@ -148,7 +148,8 @@ def held_by_plugin(*targets) -> list[str]:
                 value = cell.cell_contents
             except ValueError:
                 continue
-            value = getattr(value, "__wrapped__", value)  # napari's PublicOnlyProxy
+            if type(value).__name__ == "PublicOnlyProxy":  # napari's proxy of a layer or viewer
+                value = value.__wrapped__
             if any(value is t for t in targets):
                 found.append(f.__qualname__)
     return found
