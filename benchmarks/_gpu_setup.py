@@ -172,9 +172,10 @@ TEST_SELECTION = {
          "tests/test_parity_video.py::test_memory_encoder_and_memory_attention_modules"],
     ),
     "tests_propagation": (
-        ["tests/test_propagation.py", "tests/test_propagation_quality.py"],
+        ["tests/test_propagation.py", "tests/test_propagation_quality.py", "tests/test_device_flow.py"],
         ["tests/test_propagation.py::test_single_keyframe_forward_run_equals_sam2_single_pass",
-         "tests/test_propagation.py::test_middle_keyframe_runs_both_ways"],
+         "tests/test_propagation.py::test_middle_keyframe_runs_both_ways",
+         "tests/test_device_flow.py::test_real_device_click_and_propagation"],
     ),
 }  # fmt: skip
 

@@ -183,7 +183,7 @@ class HandEncoder:
 
     def __call__(self, tile: Tile) -> float:
         start = time.perf_counter()
-        r0, r1, c0, c1 = tile.bounds()  # every tile lies inside this plane
+        r0, c0, r1, c1 = tile.bounds()  # every tile lies inside this plane
         region = self.plane[r0:r1, c0:c1].copy()
         x = to_model_input(apply_window(region, self.window), self.model.config.image_size)  # (3, S, S)
         with torch.inference_mode():
@@ -262,7 +262,7 @@ def bench_overhead(model: Sam2Model, geom: Geometry, args, tmp: Path) -> dict:
 def components(model: Sam2Model, plane: np.ndarray, window: IntensityWindow, tile: Tile, tmp: Path) -> dict:
     """Median seconds of the non-encoding steps for one tile (cheap, so repeated)."""
     s = model.config.image_size
-    r0, r1, c0, c1 = tile.bounds()
+    r0, c0, r1, c1 = tile.bounds()
     with torch.inference_mode():
         feats = model.encode_image(to_model_input(apply_window(plane[r0:r1, c0:c1], window), s)[None])
     key = CacheKey("bench", (), tile.bounds(), "bench", window.as_tuple(), s)

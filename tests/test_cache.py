@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+import warnings
 from dataclasses import fields, replace
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from napari_sam2.model import ImageFeatures
 KEY = CacheKey(
     data_id="/data/stack.tif@1700000000",
     frame=(3,),
-    tile=(0, 64, 0, 64),
+    tile=(0, 0, 64, 64),
     model_id="sam2.1_hiera_tiny:0123456789abcdef",
     window=(0.0, 1000.0),
     image_size=1024,
@@ -57,8 +58,8 @@ def entry_path(directory: Path, key: CacheKey) -> Path:
 # ---------------------------------------------------------------------- keys
 def test_key_digest_is_canonical_and_stable():
     # a fixed value: the digest must not depend on the process, platform or dict order
-    assert KEY.digest() == "8f342d07b7911c3903b86ba67104ef60caf4db03e2daa1483537fa4e7660f835"
-    same = CacheKey(KEY.data_id, 3, (0, 64, 0, 64), KEY.model_id, (-0.0, 1000), 1024)
+    assert KEY.digest() == "fdcaf4862d44bd9f5184ca0b6107c7eb1c9b5e8f230873e43e15b311c127ac40"
+    same = CacheKey(KEY.data_id, 3, (0, 0, 64, 64), KEY.model_id, (-0.0, 1000), 1024)
     assert same == KEY and hash(same) == hash(KEY) and same.digest() == KEY.digest()
     assert same.frame == (3,) and same.window == (0.0, 1000.0)
 
@@ -66,6 +67,9 @@ def test_key_digest_is_canonical_and_stable():
 def test_key_validation():
     with pytest.raises(ValueError, match="tile"):
         replace(KEY, tile=(0, 0, 0, 64))
+    # the old order (row0, row1, col0, col1) of a tile away from the origin is refused
+    with pytest.raises(ValueError, match=r"tile must be \(row0, col0, row1, col1\)"):
+        replace(KEY, tile=(64, 128, 0, 64))
     with pytest.raises(ValueError, match="tile"):
         replace(KEY, tile=(0, 64, 0))
     with pytest.raises(ValueError, match="window"):
@@ -171,7 +175,7 @@ def test_disk_round_trip_across_instances(tmp_path):
     path = entry_path(tmp_path, KEY)
     assert sorted(p.name for p in path.iterdir()) == ["embed", "high_res_0", "high_res_1", "pos", "zarr.json"]
     meta = zarr.open_group(str(path), mode="r").attrs["napari_sam2_embedding"]
-    assert meta["format_version"] == 1 and meta["key"] == KEY.to_record()
+    assert meta["format_version"] == 2 and meta["key"] == KEY.to_record()
     assert meta["arrays"]["high_res_1"]["shape"] == [1, 2, 8, 8]
 
     other = EmbeddingCache(directory=str(tmp_path))
@@ -181,6 +185,26 @@ def test_disk_round_trip_across_instances(tmp_path):
     assert other.get(KEY) is got  # then kept in memory
     s = other.stats
     assert (s.hits, s.disk_hits, s.misses, s.corrupt) == (2, 1, 0, 0)
+
+
+def test_entry_of_an_older_format_is_a_quiet_miss_and_replaced(tmp_path):
+    """Version 1 keyed tiles as (row0, row1, col0, col1); such an entry must never be read as a
+    version 2 one (same bytes, other tile), nor reported as damage: it is a miss, rebuilt on put."""
+    feats, newer = make_features(0), make_features(1)
+    EmbeddingCache(directory=tmp_path).put(KEY, feats)
+    path = entry_path(tmp_path, KEY)
+    group = zarr.open_group(str(path), mode="r+")
+    meta = dict(group.attrs["napari_sam2_embedding"])
+    group.attrs["napari_sam2_embedding"] = {**meta, "format_version": 1}
+    cache = EmbeddingCache(directory=tmp_path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no "unusable entry" warning
+        assert cache.get(KEY) is None
+    assert (cache.stats.misses, cache.stats.corrupt) == (1, 0)
+    cache.put(KEY, newer)
+    meta = zarr.open_group(str(path), mode="r").attrs["napari_sam2_embedding"]
+    assert meta["format_version"] == cache_module.FORMAT_VERSION == 2
+    assert_same(EmbeddingCache(directory=tmp_path).get(KEY), newer)
 
 
 def test_float16_on_disk(tmp_path):

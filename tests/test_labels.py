@@ -8,7 +8,14 @@ import zarr
 from zarr.storage import MemoryStore, WrapperStore
 
 from napari_sam2.engine import labels as labels_mod
-from napari_sam2.engine.labels import LabelError, LabelWriter, PlaneEdit, create_labels, seed_objects
+from napari_sam2.engine.labels import (
+    LabelError,
+    LabelWriter,
+    MaskPatch,
+    PlaneEdit,
+    create_labels,
+    seed_objects,
+)
 
 A = np.array
 
@@ -76,7 +83,7 @@ def test_bool_masks_and_4d_index():
 def test_nothing_written_when_nothing_changes(monkeypatch):
     labels = A([[3, 0], [0, 0]], np.uint8)
     calls = []
-    monkeypatch.setattr(LabelWriter, "_assign", lambda self, index, plane: calls.append(index))
+    monkeypatch.setattr(LabelWriter, "_assign", lambda self, index, *args: calls.append(index))
     writer = LabelWriter(labels)
     assert writer.write((), {3: A([[True, False], [False, False]])}).changed == 0
     assert writer.write((), {}).changed == 0
@@ -103,17 +110,39 @@ def test_undo_refuses_after_newer_edit():
     labels = np.zeros((2, 2), np.uint8)
     writer = LabelWriter(labels)
     first = writer.write((), {1: A([[True, False], [False, False]])})
-    second = writer.write((), {2: A([[False, True], [False, False]])})
+    second = LabelWriter(labels, overwrite=True).write((), {2: A([[True, True], [False, False]])})
     with pytest.raises(LabelError, match=r"changed since.*lose newer work"):
         first.undo(writer)
-    np.testing.assert_array_equal(labels, [[1, 2], [0, 0]])
+    np.testing.assert_array_equal(labels, [[2, 2], [0, 0]])
     second.undo(writer)
     first.undo(writer)
     np.testing.assert_array_equal(labels, 0)
     third = writer.write((), {1: A([[True, True], [False, False]])})
-    labels[1, 1] = 9  # the user paints after the edit
+    labels[0, 1] = 9  # the user paints in the edited box after the edit
     with pytest.raises(LabelError, match="changed since"):
         writer.revert(third)
+
+
+def test_edit_records_only_the_changed_box_and_undoes_it_out_of_order():
+    labels = np.zeros((1000, 1200), np.uint16)
+    labels[900:910, 1100:1110] = 7  # another object, far away
+    writer = LabelWriter(labels)
+    patch = MaskPatch(np.where(np.arange(36).reshape(6, 6) % 7 == 0, 2.0, -2.0), (500, 600))
+    edit = writer.write((), {3: patch})  # the diagonal of the 6 x 6 window
+    assert edit.changed == 6 and edit.box == (500, 600, 506, 606) and edit.origin == (500, 600)
+    np.testing.assert_array_equal(edit.after, np.where(np.eye(6, dtype=bool), 3, 0))
+    assert edit.nbytes == 2 * 36 * 2  # two uint16 boxes, nothing plane-sized
+    moved = writer.write((), {3: MaskPatch(np.ones((2, 3), np.float32), (10, 20))})
+    # the object moved: its old voxels are cleared, the edit spans old and new places
+    assert moved.changed == 6 + 6 and moved.box == (10, 20, 506, 606)
+    assert np.count_nonzero(labels == 3) == 6 and (labels[10:12, 20:23] == 3).all()
+    other = writer.write((), {4: MaskPatch(np.ones((1, 1), np.float32), (0, 0))})
+    other_edit_box = other.box
+    moved.undo(writer)  # not the last edit, but the boxes do not overlap: nothing newer is lost
+    assert other_edit_box == (0, 0, 1, 1) and labels[0, 0] == 4
+    np.testing.assert_array_equal(labels[500:506, 600:606], np.where(np.eye(6, dtype=bool), 3, 0))
+    assert np.count_nonzero(labels == 3) == 6 and (labels[900:910, 1100:1110] == 7).all()
+    assert writer.write((), {9: MaskPatch.empty()}).changed == 0  # absent and not there: no edit
 
 
 def test_zarr_write_touches_only_that_planes_chunks():

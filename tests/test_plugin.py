@@ -73,8 +73,6 @@ def largest(stack, z):
     return int(ids[np.argmax(counts)])
 
 
-
-
 def errors_since(n):
     return [str(r.message) for r in notification_manager.records[n:]]
 
@@ -210,11 +208,31 @@ def test_undo_refuses_when_the_plane_was_painted_since(viewer, qtbot, stack):
     viewer.dims.set_current_step(0, 6)
     widget.add_click((6, *centre(stack.labels[6], largest(stack, 6))))
     labels = viewer.layers["img SAM2 labels"]
-    labels.data[6, 0, 0] = 9  # the user paints
+    rows, cols = np.nonzero(labels.data[6] == 1)
+    assert len(rows) > 20
+    labels.data[6, rows[0], cols[0]] = 9  # the user paints over the segmented object
     painted = labels.data.copy()
     widget.undo()
     assert "changed since" in widget.last_error
     np.testing.assert_array_equal(labels.data, painted)
+
+
+def test_undo_keeps_painting_outside_the_edited_box(viewer, qtbot, stack):
+    viewer.add_image(stack.image, name="img")
+    widget = make_widget(viewer, qtbot)
+    viewer.dims.set_current_step(0, 6)
+    widget.add_click((6, *centre(stack.labels[6], largest(stack, 6))))
+    labels = viewer.layers["img SAM2 labels"]
+    (edit,) = widget.session.undo_stack[-1].edits
+    r0, c0, r1, c1 = edit.box
+    assert edit.changed == np.count_nonzero(labels.data[6] == 1) and edit.after.shape == (r1 - r0, c1 - c0)
+    assert edit.nbytes < labels.data[6].nbytes / 10  # a box around the object, not the plane
+    assert (r0, c0) != (0, 0)
+    labels.data[6, 0, 0] = 9  # the user paints elsewhere on the plane
+    widget.undo()
+    assert widget.last_error == ""
+    assert labels.data[6, 0, 0] == 9  # the paint stays ...
+    assert np.count_nonzero(labels.data) == 1  # ... and the object goes
 
 
 def reference_run(model, image, window, z, rc, obj=1):
@@ -429,6 +447,7 @@ def test_segment_everything_through_the_stack_tracks_seeded_objects(viewer, qtbo
     """The engine's stack mode with a stand-in generator (as in test_automask): a random SAM2 whose
     object score says 'absent' leaves exactly the seeded object on its seed frame."""
     import napari_sam2.engine.automask as am
+
     def fake_generate(predictor, source, *, frame, **kwargs):
         return [auto_mask((5, 5, 20, 20), (64, 64))]
 

@@ -46,17 +46,30 @@ def test_untiled_plane_equals_the_plain_model_path():
     pred = ImagePredictor(model)
     pred.set_image(plane, window=(0, 4095))
     out = pred.predict(Prompt(points=[[40, 70]], labels=[1]), multimask=True)
-    assert pred.grid.untiled and out.bbox == (0, 100, 0, 120) and out.masks.shape == (3, 100, 120)
+    assert pred.grid.untiled and out.logits.shape[0] == 3 and out.logits.dtype == np.float32
 
     with torch.inference_mode():
         x = to_model_input(apply_window(plane, pred.window), 128)
         feats = model.encode_image(x[None])
         coords = torch.tensor([[[70 / 120 * 128, 40 / 100 * 128]]])  # (x, y) in model pixels
         dec = model.decode(model.embed_without_memory(feats), feats.high_res, coords, torch.tensor([[1]]))
-        expected = resize_bilinear(dec.masks, (100, 120))[0] > 0
-    assert np.array_equal(out.masks, expected.numpy())
+        logits = resize_bilinear(dec.masks, (100, 120))[0].numpy()  # (3, H, W)
+    expected = logits > 0
+    assert np.array_equal(np.stack([out.full(k) for k in range(3)]), expected)
     np.testing.assert_allclose(out.scores, dec.iou[0].numpy(), atol=1e-6)
-    assert 0 < out.masks[0].sum() < out.masks[0].size  # a real mask, so equality means something
+    assert 0 < expected[0].sum() < expected[0].size  # a real mask, so equality means something
+    # the prediction covers only the box (row0, col0, row1, col1) of the candidates' masks ...
+    rows, cols = np.nonzero(expected.any(axis=0))
+    r0, c0, r1, c1 = out.bbox
+    assert out.bbox == (rows.min(), cols.min(), rows.max() + 1, cols.max() + 1)
+    np.testing.assert_allclose(out.logits, logits[:, r0:r1, c0:c1], atol=1e-5)
+    # ... and each candidate's patch covers its own mask's box, with the same logits
+    for k in range(3):
+        patch = out.patch(k)
+        rows, cols = np.nonzero(expected[k])
+        assert patch.origin == (rows.min(), cols.min())
+        assert patch.logits.shape == (rows.max() + 1 - rows.min(), cols.max() + 1 - cols.min())
+        np.testing.assert_array_equal(patch.full((100, 120)) > 0, expected[k])
 
 
 @pytest.mark.parametrize("click", [(150, 150), (100, 105), (200, 195)])

@@ -30,11 +30,12 @@ import os
 from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..engine.cache import EmbeddingCache
 from ..engine.frames import FrameError, FrameSequence
-from ..engine.labels import LabelWriter
+from ..engine.labels import LabelWriter, MaskPatch
 from ..engine.predictor import ImagePredictor
 from ..engine.prompts import PromptError
 from ..engine.provenance import (
@@ -156,7 +157,10 @@ def segment(
                 if cancel is not None and cancel():
                     raise Cancelled(f"cancelled after {done} of {len(pmap)} objects", target)
                 r = pred.predict(p, multimask=multimask, cancel=cancel)
-                masks[obj] = r.full(r.best if multimask else 0)
+                patch = r.patch(r.best if multimask else 0)
+                # as a mask (+1 inside, -1 outside): objects of one plane that overlap go to the
+                # smaller id, whatever their logits
+                masks[obj] = MaskPatch(np.where(patch.logits > 0, 1.0, -1.0).astype(np.float32), patch.origin)
                 done += 1
                 if progress is not None:
                     progress(done, len(pmap))

@@ -49,10 +49,14 @@ class RecordingWriter:
 
     It has what the tracker uses of a writer (``labels`` and ``write``), so it can be passed to
     :meth:`Tracker.run` and :func:`track_through_time`.
+
+    Args:
+        labels: the labels array, or a :class:`LabelWriter` to record (e.g. one that writes through
+            a napari layer); ``overwrite`` is then the writer's own.
     """
 
     def __init__(self, labels: Any, *, overwrite: bool = False) -> None:
-        self.writer = LabelWriter(labels, overwrite=overwrite)
+        self.writer = labels if isinstance(labels, LabelWriter) else LabelWriter(labels, overwrite=overwrite)
         self.edits: list[PlaneEdit] = []
 
     @property
@@ -74,8 +78,9 @@ def segment_plane(
     window: tuple[float, float] | None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
-) -> np.ndarray:
-    """One object's (H, W) bool mask on one plane of ``source``.
+) -> MaskPatch:
+    """One object's mask on one plane of ``source``, as logits over the mask's bounding box (a
+    :class:`MaskPatch`, what :meth:`LabelWriter.write` takes; empty if the model found nothing).
 
     The plane's embedding is computed (or taken from the predictor's cache) before decoding. One
     click alone is ambiguous, so SAM's three candidates are decoded and the best-scored one kept.
@@ -83,7 +88,7 @@ def segment_plane(
     predictor.set_image(source, frame=frame, window=window)
     multimask = prompt.box is None and len(prompt.points) == 1
     prediction = predictor.predict(prompt, multimask=multimask, progress=progress, cancel=cancel)
-    return prediction.full(prediction.best if multimask else 0)
+    return prediction.patch(prediction.best if multimask else 0)
 
 
 def _require_sam2(model: object) -> None:

@@ -12,7 +12,9 @@ survive restarts::
 A disk entry is trusted only if its stored key equals the requested key field by field, and every
 array has the recorded shape, dtype and sha256 (zarr silently reads a missing chunk as zeros, so the
 checksum is what catches deleted or truncated chunk files). Anything else is reported as corrupt,
-deleted and treated as a miss, so the caller recomputes. Entries are written to a temporary folder
+deleted and treated as a miss, so the caller recomputes. An entry of another format version
+(:data:`FORMAT_VERSION`) is a plain miss, replaced when the key is put again; ``clear`` removes those
+that no key reaches any more. Entries are written to a temporary folder
 and renamed into place: a crash leaves at most an ignored ``.tmp-`` folder, never a half entry.
 """
 
@@ -45,7 +47,8 @@ from ..model import ImageFeatures
 
 __all__ = ["CacheKey", "CacheStats", "EmbeddingCache", "weights_fingerprint"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+"""2: tile boxes are (row0, col0, row1, col1); version 1 entries (row0, row1, col0, col1) are ignored."""
 _ATTR = "napari_sam2_embedding"
 _ARRAYS = ("embed", "pos", "high_res_0", "high_res_1")
 _DISK_DTYPES = {"float32": torch.float32, "float16": torch.float16}
@@ -70,7 +73,7 @@ class CacheKey:
     Attributes:
         data_id: identity of the data (from the image source: path and modification time, array id...).
         frame: index of the plane over the frame axes, e.g. ``(z,)`` or ``(t, z)``; ``()`` for 2D.
-        tile: (row0, row1, col0, col1) of the encoded region, in plane pixels.
+        tile: (row0, col0, row1, col1) of the encoded region, in plane pixels (ends exclusive).
         model_id: model variant name and weights fingerprint.
         window: (low, high) intensity window in data units.
         image_size: the model's input size S.
@@ -94,9 +97,9 @@ class CacheKey:
             raise ValueError(f"invalid cache key field: {err}") from err
         if not isinstance(self.data_id, str) or not isinstance(self.model_id, str):
             raise ValueError("data_id and model_id must be strings")
-        if len(tile) != 4 or tile[0] >= tile[1] or tile[2] >= tile[3]:
+        if len(tile) != 4 or tile[0] >= tile[2] or tile[1] >= tile[3]:
             raise ValueError(
-                f"tile must be (row0, row1, col0, col1) with row0 < row1, col0 < col1, got {self.tile}"
+                f"tile must be (row0, col0, row1, col1) with row0 < row1, col0 < col1, got {self.tile}"
             )
         if len(window) != 2 or not all(math.isfinite(v) for v in window):
             raise ValueError(f"window must be two finite numbers (low, high), got {self.window}")
@@ -304,7 +307,7 @@ class EmbeddingCache:
             return None
         try:
             return _read_entry(path, key, self.disk_dtype)
-        except _LowerPrecision:
+        except (_LowerPrecision, _OtherFormat):
             return None
         except (_CorruptEntry, *_READ_ERRORS) as err:
             with self._lock:
@@ -335,6 +338,11 @@ class EmbeddingCache:
         finally:
             if tmp.exists():
                 _remove(tmp)
+
+
+class _OtherFormat(Exception):
+    """An entry written in another format version (e.g. version 1's (row0, row1, col0, col1) tile
+    boxes): a miss, not corruption; the next ``put`` of the key replaces it."""
 
 
 class _LowerPrecision(Exception):
@@ -404,7 +412,7 @@ def _read_entry(path: Path, key: CacheKey, wanted_disk_dtype: str) -> ImageFeatu
     if not isinstance(meta, dict):
         raise _CorruptEntry("no napari-sam2 attributes")
     if meta.get("format_version") != FORMAT_VERSION:
-        raise _CorruptEntry(f"format version {meta.get('format_version')!r}, expected {FORMAT_VERSION}")
+        raise _OtherFormat
     stored, expected = meta.get("key"), key.to_record()
     if not isinstance(stored, dict):
         raise _CorruptEntry("no stored key")

@@ -3,8 +3,11 @@
 Labels are a numpy array or a ``zarr.Array`` (in memory or on disk) of an integer dtype, 0 meaning
 background, shaped ``frame_shape + (H, W)``: ``(y, x)``, ``(z, y, x)``, ``(t, z, y, x)``... An index
 over the frame axes (``()``, ``(z,)``, ``(t, z)``) selects one ``(H, W)`` plane. :class:`LabelWriter`
-edits one plane at a time: it reads the plane once, computes the new plane in memory and writes it
-back with a single assignment, returning a :class:`PlaneEdit` that can be undone.
+edits one plane at a time and only the part of it that can change: the box (row0, col0, row1, col1)
+of the written masks and of the written objects' old voxels. It computes that region in memory,
+writes back the box of the voxels that changed with a single assignment, and returns a
+:class:`PlaneEdit` holding that box before and after, so a small object on a huge plane costs a
+small edit and a small undo record.
 """
 
 from __future__ import annotations
@@ -52,19 +55,32 @@ class MaskPatch:
 
 @dataclass(frozen=True, eq=False)
 class PlaneEdit:
-    """One edit of one plane, enough to undo it.
+    """One edit of one plane, enough to undo it: the box of the voxels that changed.
 
     Attributes:
         index: the plane's index over the frame axes, e.g. ``(z,)``; ``()`` for 2D labels.
-        before: the plane before the edit, (H, W), labels dtype, a read-only copy.
-        after: the plane after the edit, (H, W), labels dtype, a read-only copy.
-        changed: number of voxels that changed (0: nothing was written).
+        before: the box before the edit, (h, w), labels dtype, a read-only copy.
+        after: the box after the edit, (h, w), labels dtype, a read-only copy.
+        changed: number of voxels that changed (0: nothing was written, the box is empty).
+        origin: plane (row, col) of ``before[0, 0]``.
     """
 
     index: tuple[int, ...]
     before: np.ndarray
     after: np.ndarray
     changed: int
+    origin: tuple[int, int] = (0, 0)
+
+    @property
+    def box(self) -> tuple[int, int, int, int]:
+        """(row0, col0, row1, col1) of the edited box in the plane (ends exclusive)."""
+        (r0, c0), (h, w) = self.origin, self.after.shape
+        return r0, c0, r0 + h, c0 + w
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the record holds (both boxes)."""
+        return self.before.nbytes + self.after.nbytes
 
     def undo(self, writer: LabelWriter) -> PlaneEdit:
         """Restore ``before``; same as ``writer.revert(self)``."""
@@ -107,8 +123,11 @@ class LabelWriter:
         a written id that no written object wins now is cleared to 0. Voxels of ids not in
         ``logits`` are kept, unless ``overwrite=True`` and a written object wins them.
 
-        The plane is read once, edited in memory and written back with one assignment, so an error
-        during the edit leaves the labels untouched; nothing is written when nothing changes.
+        Only the box that can change is touched: the written masks' windows and the written ids'
+        voxels now (found by scanning the plane in strips of rows, without a plane-sized
+        temporary; a zarr plane is read once). That box is edited in memory and the box of the
+        voxels that changed is written back with one assignment, so an error during the edit
+        leaves the labels untouched; nothing is written when nothing changes.
 
         Args:
             index: one int per frame axis (``len == labels.ndim - 2``), each in range.
@@ -127,54 +146,84 @@ class LabelWriter:
         plane_shape = tuple(self.labels.shape[-2:])
         masks = {i: _as_patch(logits[i], i, plane_shape) for i in ids}
         region = _union_box(list(masks.values()), plane_shape)  # (r0, c0, r1, c1) or None
+        plane = self._read_plane(index)  # numpy: a view; zarr: the one read
+        held = _extent(plane, ids)  # where the written objects are now
+        box = _union([b for b in (region, held) if b is not None])
+        if box is None:
+            return _edit(index, np.zeros((0, 0), self.labels.dtype), np.zeros((0, 0), self.labels.dtype), 0)
 
-        before = np.array(self.labels[_plane(index)], copy=True)  # (H, W), the only read
-        after = before.copy()
+        r0, c0, r1, c1 = box
         dtype = self.labels.dtype
+        before = np.array(plane[r0:r1, c0:c1], copy=True)  # (h, w), the only region read
+        after = before.copy()
         if ids:
             after[np.isin(before, np.asarray(ids, dtype=dtype))] = 0  # each written object is replaced
         if region is not None:
-            r0, c0, r1, c1 = region
-            stack = np.full((len(ids), r1 - r0, c1 - c0), -np.inf, np.float32)  # (n_ids, h, w)
+            q0, p0, q1, p1 = region
+            stack = np.full((len(ids), q1 - q0, p1 - p0), -np.inf, np.float32)  # (n_ids, h, w)
             for layer, i in zip(stack, ids):
-                _paste(layer, masks[i], plane_shape, offset=(r0, c0))
+                _paste(layer, masks[i], plane_shape, offset=(q0, p0))
             best = stack.argmax(axis=0)  # first maximum: the smaller id wins ties
             inside = np.take_along_axis(stack, best[None], axis=0)[0] > 0
             winner = np.where(inside, np.asarray(ids, dtype=dtype)[best], 0).astype(dtype)  # (h, w)
-            window = (slice(r0, r1), slice(c0, c1))
-            new = after[window]  # a view: free voxels are 0 here, written objects already cleared
+            new = after[q0 - r0 : q1 - r0, p0 - c0 : p1 - c0]  # a view: written objects already cleared
             claim = inside if self.overwrite else inside & (new == 0)
             new[claim] = winner[claim]
 
-        changed = int(np.count_nonzero(after != before))
-        if changed:
-            self._assign(index, after)
-        return _edit(index, before, after, changed)
+        diff = after != before
+        changed = int(np.count_nonzero(diff))
+        tight = _mask_box(diff)
+        if tight is None:
+            return _edit(index, before[:0, :0], after[:0, :0], 0, (r0, c0))
+        t0, u0, t1, u1 = tight
+        before, after = before[t0:t1, u0:u1], after[t0:t1, u0:u1]
+        origin = (r0 + t0, c0 + u0)
+        self._assign(index, origin, before, after)
+        return _edit(index, before, after, changed, origin)
+
+    def is_current(self, edit: PlaneEdit) -> bool:
+        """Whether the edited box still holds ``edit.after`` (nothing changed it since)."""
+        index = _check_index(self.labels, edit.index)
+        r0, c0, r1, c1 = edit.box
+        if r1 > self.labels.shape[-2] or c1 > self.labels.shape[-1]:
+            return False
+        return bool(
+            np.array_equal(np.asarray(self.labels[(*index, slice(r0, r1), slice(c0, c1))]), edit.after)
+        )
 
     def revert(self, edit: PlaneEdit) -> PlaneEdit:
-        """Restore ``edit.before``, if the plane still equals ``edit.after``.
+        """Restore ``edit.before``, if the edited box still equals ``edit.after``.
 
         Returns:
             The inverse edit (reverting it redoes ``edit``).
 
         Raises:
-            LabelError: the plane changed since the edit (undoing would lose newer work), or the edit
+            LabelError: the box changed since the edit (undoing would lose newer work), or the edit
                 does not fit these labels.
         """
         index = _check_index(self.labels, edit.index)
-        current = np.asarray(self.labels[_plane(index)])
-        if current.shape != edit.after.shape or not np.array_equal(current, edit.after):
+        if not self.is_current(edit):
             raise LabelError(
                 f"cannot undo the edit of plane {index}: the plane changed since (a later edit or the "
                 "user painted on it), so undoing would lose newer work; undo the later edits first"
             )
         if edit.changed:
-            self._assign(index, edit.before)
-        return _edit(index, edit.after, edit.before, edit.changed)
+            self._assign(index, edit.origin, edit.after, edit.before)
+        return _edit(index, edit.after, edit.before, edit.changed, edit.origin)
 
-    def _assign(self, index: tuple[int, ...], plane: np.ndarray) -> None:
-        """The single write of a whole plane."""
-        self.labels[_plane(index)] = plane
+    def _read_plane(self, index: tuple[int, ...]) -> np.ndarray:
+        """The (H, W) plane to edit: a view of numpy labels, one read of a zarr array's plane."""
+        if isinstance(self.labels, np.ndarray):
+            return self.labels[_plane(index)]
+        return np.asarray(self.labels[_plane(index)])
+
+    def _assign(
+        self, index: tuple[int, ...], origin: tuple[int, int], old: np.ndarray, new: np.ndarray
+    ) -> None:
+        """The single write of a box: ``new`` (h, w) at plane (row, col) ``origin``, which holds ``old``
+        now (a subclass may write only the voxels that differ)."""
+        (r0, c0), (h, w) = origin, new.shape
+        self.labels[(*index, slice(r0, r0 + h), slice(c0, c0 + w))] = new
 
 
 def create_labels(
@@ -225,10 +274,64 @@ def seed_objects(labels: LabelArray, index: tuple[int, ...]) -> dict[int, np.nda
     return {int(i): plane == i for i in np.unique(plane) if i > 0}
 
 
-def _edit(index: tuple[int, ...], before: np.ndarray, after: np.ndarray, changed: int) -> PlaneEdit:
+def _edit(
+    index: tuple[int, ...],
+    before: np.ndarray,
+    after: np.ndarray,
+    changed: int,
+    origin: tuple[int, int] = (0, 0),
+) -> PlaneEdit:
     before, after = before.copy(), after.copy()
     before.flags.writeable = after.flags.writeable = False
-    return PlaneEdit(index, before, after, changed)
+    return PlaneEdit(index, before, after, changed, (int(origin[0]), int(origin[1])))
+
+
+_STRIP = 256
+"""Rows per strip when scanning a plane for an object's voxels (bounds the scratch memory)."""
+
+
+def _extent(plane: np.ndarray, ids: list[int]) -> tuple[int, int, int, int] | None:
+    """(row0, col0, row1, col1) of the voxels of ``plane`` that hold one of ``ids``; None if none.
+
+    Scanned in strips of rows into one reused buffer, so a huge plane needs no plane-sized temporary.
+    """
+    if not ids:
+        return None
+    ids_arr = np.asarray(ids, dtype=plane.dtype)
+    rows: list[int] = []
+    col0, col1 = plane.shape[1], 0
+    buf = np.empty((min(_STRIP, plane.shape[0]), plane.shape[1]), bool)
+    for start in range(0, plane.shape[0], _STRIP):
+        strip = plane[start : start + _STRIP]
+        hit = buf[: strip.shape[0]]
+        if len(ids) <= 4:
+            np.equal(strip, ids_arr[0], out=hit)
+            for i in ids_arr[1:]:
+                hit |= strip == i
+        else:
+            hit[...] = np.isin(strip, ids_arr)
+        if not hit.any():
+            continue
+        r = np.flatnonzero(hit.any(axis=1))
+        c = np.flatnonzero(hit.any(axis=0))
+        rows += [start + int(r[0]), start + int(r[-1]) + 1]
+        col0, col1 = min(col0, int(c[0])), max(col1, int(c[-1]) + 1)
+    return (min(rows), col0, max(rows), col1) if rows else None
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(row0, col0, row1, col1) of the True pixels of a 2D mask (ends exclusive); None if none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
+
+
+def _union(boxes: list[tuple[int, int, int, int]]) -> tuple[int, int, int, int] | None:
+    if not boxes:
+        return None
+    r0, c0, r1, c1 = zip(*boxes)
+    return min(r0), min(c0), max(r1), max(c1)
 
 
 def _plane(index: tuple[int, ...]) -> tuple[int | slice, ...]:
@@ -298,11 +401,7 @@ def _clipped(patch: MaskPatch, plane_shape: tuple[int, ...]) -> tuple[int, int, 
 
 
 def _union_box(patches: list[MaskPatch], plane_shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
-    boxes = [b for b in (_clipped(p, plane_shape) for p in patches) if b is not None]
-    if not boxes:
-        return None
-    r0, c0, r1, c1 = zip(*boxes)
-    return min(r0), min(c0), max(r1), max(c1)
+    return _union([b for b in (_clipped(p, plane_shape) for p in patches) if b is not None])
 
 
 def _paste(

@@ -41,6 +41,7 @@ from ..model._layers import resize_bilinear
 from ..model.prompt_encoder import PAD
 from .cache import CacheKey, EmbeddingCache, weights_fingerprint
 from .intensity import IntensityWindow, apply_window, resolve_window, to_model_input
+from .labels import MaskPatch
 from .prompts import Prompt, PromptError, prompt_tensors
 from .sources import ImageSource, open_image
 from .tiling import Tile, TileGrid, blend_weights
@@ -92,45 +93,76 @@ class Sam2Backend:
         if coords is None:  # mask-only prompt: one padding point, as SAM2's video path does
             coords = torch.zeros(1, 1, 2)
             labels = torch.full((1, 1), PAD, dtype=torch.int32)
+        feats = _on_device(feats, dev)  # cached features live on the CPU
         embed = m.embed_without_memory(feats)
         mask = None if mask_logits is None else mask_logits.to(dev, m.dtype)
         out = m.decode(embed, feats.high_res, coords.to(dev), labels.to(dev), mask, multimask)
         return out.masks.float().cpu(), out.iou.float().cpu()
 
 
+OUTSIDE = -np.inf
+"""The logit of a pixel of a :class:`Prediction`'s box that no decoded tile covered."""
+
+
 @dataclass
 class Prediction:
-    """Masks for one prompt.
+    """Masks for one prompt, as logits over the masks' bounding box (small for a small object).
 
     Attributes:
-        masks: (K, h, w) bool candidate masks covering ``bbox`` of the plane (K = 3 with
-            multimask output, else 1).
+        logits: (K, h, w) float32 candidate logits over ``bbox`` of the plane, > 0 inside (K = 3
+            with multimask output, else 1); pixels of separate pieces that were not kept hold at
+            most 0, pixels no tile covered :data:`OUTSIDE`. (K, 0, 0) when every candidate is empty.
         scores: (K,) predicted IoU of each candidate.
-        bbox: (row0, row1, col0, col1) of the plane that ``masks`` covers.
+        bbox: (row0, col0, row1, col1) of the plane that ``logits`` covers (ends exclusive): the
+            bounding box of the union of the candidates' masks; (0, 0, 0, 0) when all are empty.
         plane_hw: (H, W) of the plane.
         tiles: grid indices of the tiles that were decoded (negative for a view centred on the
             prompt, see :meth:`.tiling.TileGrid.view_around`).
         low_res: per tile index, the decoder's (K, S/4, S/4) logits, to refine with a new prompt.
     """
 
-    masks: np.ndarray
+    logits: np.ndarray
     scores: np.ndarray
     bbox: tuple[int, int, int, int]
     plane_hw: tuple[int, int]
     tiles: list[tuple[int, int]] = field(default_factory=list)
     low_res: dict[tuple[int, int], torch.Tensor] = field(default_factory=dict)
 
+    @property
+    def masks(self) -> np.ndarray:
+        """(K, h, w) bool candidate masks over ``bbox``."""
+        return self.logits > 0
+
+    def patch(self, k: int = 0) -> MaskPatch:
+        """Candidate ``k`` as a :class:`.labels.MaskPatch` over its own mask's bounding box (what
+        :meth:`.labels.LabelWriter.write` takes); an empty patch if the candidate is empty."""
+        box = _mask_box(self.logits[k] > 0)
+        if box is None:
+            return MaskPatch.empty()
+        r0, c0, r1, c1 = box
+        logits = np.array(self.logits[k, r0:r1, c0:c1], dtype=np.float32, copy=True)
+        return MaskPatch(logits, (self.bbox[0] + r0, self.bbox[1] + c0))
+
     def full(self, k: int = 0) -> np.ndarray:
-        """Candidate ``k`` as a (H, W) bool mask of the whole plane."""
+        """Candidate ``k`` as a (H, W) bool mask of the whole plane (allocates the whole plane)."""
         out = np.zeros(self.plane_hw, dtype=bool)
-        r0, r1, c0, c1 = self.bbox
-        out[r0:r1, c0:c1] = self.masks[k]
+        r0, c0, r1, c1 = self.bbox
+        out[r0:r1, c0:c1] = self.logits[k] > 0
         return out
 
     @property
     def best(self) -> int:
         """Index of the candidate with the highest predicted IoU."""
         return int(np.argmax(self.scores))
+
+
+def _on_device(feats: ImageFeatures, device: torch.device) -> ImageFeatures:
+    """``feats`` with every tensor on ``device`` (the same object when they already are)."""
+    tensors = (feats.embed, feats.pos, *feats.high_res)
+    if all(t.device == device for t in tensors):
+        return feats
+    embed, pos, h0, h1 = (t.to(device) for t in tensors)
+    return ImageFeatures(embed, pos, (h0, h1))
 
 
 @dataclass
@@ -205,7 +237,8 @@ class ImagePredictor:
         if key not in self._windows:
             self._windows[key] = resolve_window(window, source.sample_values)
         self.source, self.frame, self.window = source, frame, self._windows[key]
-        self.grid = TileGrid.for_plane(source.plane_hw, self.tile_size, self.overlap)
+        if self.grid is None or self.grid.plane_hw != tuple(source.plane_hw):  # same plane size: same grid
+            self.grid = TileGrid.for_plane(source.plane_hw, self.tile_size, self.overlap)
 
     def _require_image(self) -> tuple[ImageSource, TileGrid]:
         if self.source is None or self.grid is None:
@@ -214,10 +247,12 @@ class ImagePredictor:
 
     def _tile_input(self, tile: Tile) -> torch.Tensor:
         source, grid = self._require_image()
-        r0, r1, c0, c1 = tile.clipped(grid.plane_hw)
+        r0, c0, r1, c1 = tile.clipped(grid.plane_hw)
         plane = apply_window(source.region(self.frame, slice(r0, r1), slice(c0, c1)), self.window)
         if not grid.untiled and plane.shape[:2] != (tile.height, tile.width):  # pad past the plane
-            pad = [(0, tile.height - plane.shape[0]), (0, tile.width - plane.shape[1])] + [(0, 0)] * (plane.ndim - 2)
+            pad = [(0, tile.height - plane.shape[0]), (0, tile.width - plane.shape[1])] + [(0, 0)] * (
+                plane.ndim - 2
+            )
             plane = np.pad(plane, pad)
         return to_model_input(plane, self.backend.image_size)
 
@@ -237,9 +272,8 @@ class ImagePredictor:
         key = self._key(tile)
         feats = self.cache.get(key)
         if feats is None:
-            feats = self.backend.encode(self._tile_input(tile))
-            feats = ImageFeatures(feats.embed.cpu(), feats.pos.cpu(), tuple(f.cpu() for f in feats.high_res))
-            self.cache.put(key, feats)
+            feats = self.backend.encode(self._tile_input(tile))  # on the model's device
+            self.cache.put(key, feats)  # the cache keeps its own CPU copy; ``feats`` stays where it is
         return feats
 
     def encode_all(self, progress: Progress | None = None, cancel: Cancel | None = None) -> int:
@@ -259,7 +293,9 @@ class ImagePredictor:
         return total
 
     # ------------------------------------------------------------------ decoding
-    def _decode(self, tile: Tile, tp: _TilePrompt, multimask: bool) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
+    def _decode(
+        self, tile: Tile, tp: _TilePrompt, multimask: bool
+    ) -> tuple[np.ndarray, np.ndarray, torch.Tensor]:
         """Decode on one tile -> (logits (K, h, w) over the tile's part of the plane, iou (K,), low-res)."""
         _, grid = self._require_image()
         view_hw = (tile.height, tile.width)
@@ -270,14 +306,18 @@ class ImagePredictor:
             if tp.box is not None:
                 b = np.asarray(tp.box, dtype=np.float64)
                 box = (b[0] - origin[0], b[1] - origin[1], b[2] - origin[0], b[3] - origin[1])
-            local = Prompt(points=tp.points - origin if len(tp.points) else np.zeros((0, 2)), labels=tp.labels, box=box)
+            local = Prompt(
+                points=tp.points - origin if len(tp.points) else np.zeros((0, 2)), labels=tp.labels, box=box
+            )
             coords, labels = prompt_tensors(local, view_hw, self.backend.image_size)
         low, iou = self.backend.decode(self.features(tile), coords, labels, tp.mask_logits, multimask)
-        r0, r1, c0, c1 = tile.clipped(grid.plane_hw)
+        r0, c0, r1, c1 = tile.clipped(grid.plane_hw)
         logits = resize_bilinear(low, view_hw)[0, :, : r1 - r0, : c1 - c0]
         return logits.numpy(), iou[0].numpy(), low[0]
 
-    def _low_res_input(self, tile: Tile, mask_input: Prediction | np.ndarray | None, k: int) -> torch.Tensor | None:
+    def _low_res_input(
+        self, tile: Tile, mask_input: Prediction | np.ndarray | None, k: int
+    ) -> torch.Tensor | None:
         """Mask input for ``tile``: a previous prediction's own logits, or a plane-sized array."""
         if mask_input is None:
             return None
@@ -285,12 +325,14 @@ class ImagePredictor:
             low = mask_input.low_res.get(tile.index)
             return None if low is None else low[min(k, low.shape[0] - 1)][None, None].clamp(-32, 32)
         _, grid = self._require_image()
-        r0, r1, c0, c1 = tile.clipped(grid.plane_hw)
+        r0, c0, r1, c1 = tile.clipped(grid.plane_hw)
         crop = np.asarray(mask_input)[r0:r1, c0:c1]
         crop = np.where(crop, 10.0, -10.0) if crop.dtype == bool else crop.astype(np.float32)
         view = np.full((tile.height, tile.width), -10.0, dtype=np.float32)
         view[: r1 - r0, : c1 - c0] = crop
-        low = resize_bilinear(torch.from_numpy(view)[None, None], self.backend.image_size // 4, antialias=True)
+        low = resize_bilinear(
+            torch.from_numpy(view)[None, None], self.backend.image_size // 4, antialias=True
+        )
         return low
 
     def _seeds(self, prompt: Prompt | None, mask_input) -> list[tuple[Tile, _TilePrompt]]:
@@ -300,22 +342,32 @@ class ImagePredictor:
         box = None if prompt is None else prompt.box
         corners = list(pts) + ([box[:2], box[2:]] if box is not None else [])
         if not corners:  # mask input only: every tile the mask overlaps
-            m = mask_input.full(0) if isinstance(mask_input, Prediction) else np.asarray(mask_input) > 0
-            rows, cols = np.nonzero(m)
-            if not len(rows):
+            if isinstance(mask_input, Prediction):
+                box = _mask_box(mask_input.logits[0] > 0)
+                if box is not None:  # from the prediction's box to the plane
+                    r, c = mask_input.bbox[:2]
+                    box = (box[0] + r, box[1] + c, box[2] + r, box[3] + c)
+            else:
+                box = _mask_box(np.asarray(mask_input) > 0)
+            if box is None:
                 raise PromptError("the mask input is empty: give clicks, a box or a non-empty mask")
-            tiles = grid.tiles_overlapping(rows.min(), rows.max(), cols.min(), cols.max())
+            tiles = grid.tiles_overlapping(box[0], box[1], box[2] - 1, box[3] - 1)
             return [(t, _TilePrompt(np.zeros((0, 2)), np.zeros(0, dtype=np.int64))) for t in tiles]
         rows, cols = np.array([c[0] for c in corners]), np.array([c[1] for c in corners])
         views = self._views_for(rows, cols, mask_input)
         if views:
             return [(v, _TilePrompt(pts, labels, box)) for v in views]
         seeds = []
-        for t in grid.tiles_overlapping(rows.min(), rows.max(), cols.min(), cols.max()):
+        for t in grid.tiles_overlapping(rows.min(), cols.min(), rows.max(), cols.max()):
             inside = np.array([t.contains(r, c) for r, c in pts], dtype=bool)
             tb = None
             if box is not None:
-                tb = (max(box[0], t.row0), max(box[1], t.col0), min(box[2], t.row1 - 1), min(box[3], t.col1 - 1))
+                tb = (
+                    max(box[0], t.row0),
+                    max(box[1], t.col0),
+                    min(box[2], t.row1 - 1),
+                    min(box[3], t.col1 - 1),
+                )
             if tb is None and not (labels[inside] == 1).any():
                 continue  # only negative clicks here: nothing to segment in this tile
             seeds.append((t, _TilePrompt(pts[inside], labels[inside], tb)))
@@ -348,7 +400,7 @@ class ImagePredictor:
     ) -> list[tuple[Tile, _TilePrompt]]:
         """Neighbouring tiles into which the mask in ``tile`` continues, with their prompts."""
         _, grid = self._require_image()
-        r0, r1, c0, c1 = tile.clipped(grid.plane_hw)
+        r0, c0, r1, c1 = tile.clipped(grid.plane_hw)
         mask = logits > 0
         if not mask.any():
             return []
@@ -365,9 +417,16 @@ class ImagePredictor:
             return []
         out = []
         for other in grid.tiles:
+            if (
+                other.row0 >= r1
+                or other.col0 >= c1
+                or other.row0 + other.height <= r0
+                or other.col0 + other.width <= c0
+            ):
+                continue  # no overlap with ``tile`` (checked inline: a big plane has hundreds of tiles)
             if other.index in done or other.index == tile.index:
                 continue
-            o0, o1, p0, p1 = other.clipped(grid.plane_hw)
+            o0, p0, o1, p1 = other.clipped(grid.plane_hw)
             ir0, ir1, ic0, ic1 = max(r0, o0), min(r1, o1), max(c0, p0), min(c1, p1)
             if ir0 >= ir1 or ic0 >= ic1:
                 continue
@@ -400,7 +459,9 @@ class ImagePredictor:
                     if other.contains(pr, pc):
                         points.append((pr, pc))
                         labels.append(int(pl))
-            out.append((other, _TilePrompt(np.array(points, dtype=np.float64), np.array(labels, dtype=np.int64))))
+            out.append(
+                (other, _TilePrompt(np.array(points, dtype=np.float64), np.array(labels, dtype=np.int64)))
+            )
         return out
 
     def predict(
@@ -456,7 +517,7 @@ class ImagePredictor:
             seed_out.append((tile, *self._decode(tile, tp, multimask)))
         k_count = seed_out[0][1].shape[0]
 
-        masks, scores, used, low_res = [], [], set(), {}
+        blended, scores, used, low_res = [], [], set(), {}
         for k in range(k_count):
             logits = {t.index: (t, lg[k]) for t, lg, _, _ in seed_out}
             for t, _, _, low in seed_out:
@@ -477,45 +538,69 @@ class ImagePredictor:
                 low_res.setdefault(tile.index, []).append(low[0])
                 if len(logits) < self.max_tiles:
                     queue += self._expansions(tile, lg[0], set(logits) | {t.index for t, _ in queue}, prompt)
-            masks.append(self._blend(logits, anchor_tiles, prompt))
+            blended.append(self._blend(logits, anchor_tiles, prompt))
             scores.append(float(np.mean([iou[k] for _, _, iou, _ in seed_out])))
             used |= set(logits)
 
-        tiles = [grid.tile_at(i) for i in used]  # grid tiles and views around prompts
-        r0 = min(t.clipped(grid.plane_hw)[0] for t in tiles)
-        r1 = max(t.clipped(grid.plane_hw)[1] for t in tiles)
-        c0 = min(t.clipped(grid.plane_hw)[2] for t in tiles)
-        c1 = max(t.clipped(grid.plane_hw)[3] for t in tiles)
-        bbox = (r0, r1, c0, c1)
-        stacked = np.zeros((k_count, r1 - r0, c1 - c0), dtype=bool)
-        for k, (m, (mr0, mc0)) in enumerate(masks):
-            stacked[k, mr0 - r0 : mr0 - r0 + m.shape[0], mc0 - c0 : mc0 - c0 + m.shape[1]] = m
+        # the box of every candidate's mask, in plane pixels (row0, col0, row1, col1)
+        boxes = [(b[0] + o[0], b[1] + o[1], b[2] + o[0], b[3] + o[1]) for lg, o in blended
+                 if (b := _mask_box(lg > 0)) is not None]  # fmt: skip
+        if boxes:
+            r0, c0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+            r1, c1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
+        else:
+            r0 = c0 = r1 = c1 = 0
+        stacked = np.full((k_count, r1 - r0, c1 - c0), OUTSIDE, dtype=np.float32)  # (K, h, w)
+        for k, (lg, (lr0, lc0)) in enumerate(blended):  # copy the overlap of each candidate's area
+            a0, b0 = max(r0, lr0), max(c0, lc0)
+            a1, b1 = min(r1, lr0 + lg.shape[0]), min(c1, lc0 + lg.shape[1])
+            if a1 > a0 and b1 > b0:
+                stacked[k, a0 - r0 : a1 - r0, b0 - c0 : b1 - c0] = lg[
+                    a0 - lr0 : a1 - lr0, b0 - lc0 : b1 - lc0
+                ]
         lows = {idx: torch.stack(v) for idx, v in low_res.items() if len(v) == k_count}
-        return Prediction(stacked, np.array(scores, dtype=np.float32), bbox, grid.plane_hw, sorted(used), lows)
+        bbox = (r0, c0, r1, c1)
+        return Prediction(
+            stacked, np.array(scores, dtype=np.float32), bbox, grid.plane_hw, sorted(used), lows
+        )
 
     def _blend(
         self, logits: dict, anchor_tiles: set, prompt: Prompt | None = None
     ) -> tuple[np.ndarray, tuple[int, int]]:
-        """Weighted average of overlapping tiles' logits -> (mask over the tiles' bbox, its origin)."""
+        """Weighted average of overlapping tiles' logits -> (logits over the tiles' box, its origin).
+
+        Pixels of pieces that do not belong to the prompt (see :func:`_pieces_at_prompt`) are
+        lowered to at most 0, pixels no tile covers are :data:`OUTSIDE`.
+        """
         _, grid = self._require_image()
         tiles = [t for t, _ in logits.values()]
         boxes = [t.clipped(grid.plane_hw) for t in tiles]
-        r0, c0 = min(b[0] for b in boxes), min(b[2] for b in boxes)
-        r1, c1 = max(b[1] for b in boxes), max(b[3] for b in boxes)
+        r0, c0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+        r1, c1 = max(b[2] for b in boxes), max(b[3] for b in boxes)
         num = np.zeros((r1 - r0, c1 - c0), dtype=np.float32)
         den = np.zeros_like(num)
         anchor = np.zeros(num.shape, dtype=bool)
-        for (tile, lg), (t0, t1, u0, u1) in zip(logits.values(), boxes):
+        for (tile, lg), (t0, u0, t1, u1) in zip(logits.values(), boxes):
             w = blend_weights(grid, tile) if not grid.untiled else np.ones(lg.shape, np.float32)
             num[t0 - r0 : t1 - r0, u0 - c0 : u1 - c0] += w * lg
             den[t0 - r0 : t1 - r0, u0 - c0 : u1 - c0] += w
             if tile.index in anchor_tiles:
                 anchor[t0 - r0 : t1 - r0, u0 - c0 : u1 - c0] |= lg > 0
-        mask = np.zeros(num.shape, dtype=bool)
-        np.greater(num, 0, out=mask, where=den > 0)
+        covered = den > 0
+        logits = np.full(num.shape, OUTSIDE, dtype=np.float32)
+        np.divide(num, den, out=logits, where=covered)
         if not grid.untiled:
-            mask = _pieces_at_prompt(mask, anchor, prompt, (r0, c0))
-        return mask, (r0, c0)
+            mask = _pieces_at_prompt(logits > 0, anchor, prompt, (r0, c0))
+            np.minimum(logits, 0, out=logits, where=~mask & covered)
+        return logits, (r0, c0)
+
+
+def _mask_box(mask: np.ndarray) -> tuple[int, int, int, int] | None:
+    """(row0, col0, row1, col1) of the True pixels of a 2D mask (ends exclusive); None if none."""
+    rows, cols = np.flatnonzero(mask.any(axis=1)), np.flatnonzero(mask.any(axis=0))
+    if not len(rows):
+        return None
+    return int(rows[0]), int(cols[0]), int(rows[-1]) + 1, int(cols[-1]) + 1
 
 
 def _pieces_at_prompt(

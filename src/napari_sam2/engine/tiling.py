@@ -45,12 +45,12 @@ class Tile:
         return self.col0 + self.width
 
     def bounds(self) -> tuple[int, int, int, int]:
-        """(row0, row1, col0, col1) of the nominal tile."""
-        return self.row0, self.row1, self.col0, self.col1
+        """(row0, col0, row1, col1) of the nominal tile (ends exclusive)."""
+        return self.row0, self.col0, self.row1, self.col1
 
     def clipped(self, plane_hw: tuple[int, int]) -> tuple[int, int, int, int]:
-        """(row0, row1, col0, col1) of the part inside the plane."""
-        return self.row0, min(self.row1, plane_hw[0]), self.col0, min(self.col1, plane_hw[1])
+        """(row0, col0, row1, col1) of the part inside the plane (ends exclusive)."""
+        return self.row0, self.col0, min(self.row1, plane_hw[0]), min(self.col1, plane_hw[1])
 
     def contains(self, row: float, col: float) -> bool:
         return self.row0 - 0.5 <= row < self.row1 - 0.5 and self.col0 - 0.5 <= col < self.col1 - 0.5
@@ -94,7 +94,9 @@ class TileGrid:
         if tile_size < 32:
             raise TilingError(f"tile_size must be at least 32 pixels, got {tile_size}")
         if not 0 <= overlap <= tile_size // 2:
-            raise TilingError(f"overlap must be between 0 and tile_size / 2 = {tile_size // 2}, got {overlap}")
+            raise TilingError(
+                f"overlap must be between 0 and tile_size / 2 = {tile_size // 2}, got {overlap}"
+            )
         if h <= tile_size and w <= tile_size:
             return cls((h, w), tile_size, overlap, (Tile(0, 0, h, w, (0, 0)),), True)
         rows, cols = tile_starts(h, tile_size, overlap), tile_starts(w, tile_size, overlap)
@@ -108,13 +110,28 @@ class TileGrid:
 
     def best_tile(self, rows: np.ndarray, cols: np.ndarray) -> Tile | None:
         """The tile that contains all the given points and whose centre is nearest to theirs."""
-        candidates = [t for t in self.tiles if all(t.contains(r, c) for r, c in zip(rows, cols))]
+        # a tile holds every point iff it holds their bounding box (Tile.contains, inlined: one
+        # pass over a big plane's hundreds of tiles per click)
+        lo_r, hi_r, lo_c, hi_c = (
+            float(np.min(rows)),
+            float(np.max(rows)),
+            float(np.min(cols)),
+            float(np.max(cols)),
+        )
+        candidates = [
+            t
+            for t in self.tiles
+            if t.row0 - 0.5 <= lo_r
+            and hi_r < t.row0 + t.height - 0.5
+            and t.col0 - 0.5 <= lo_c
+            and hi_c < t.col0 + t.width - 0.5
+        ]
         if not candidates:
             return None
         cr, cc = float(np.mean(rows)), float(np.mean(cols))
 
         def dist(t: Tile) -> float:
-            r0, r1, c0, c1 = t.clipped(self.plane_hw)
+            r0, c0, r1, c1 = t.clipped(self.plane_hw)
             return ((r0 + r1) / 2 - cr) ** 2 + ((c0 + c1) / 2 - cc) ** 2
 
         return min(candidates, key=dist)
@@ -166,9 +183,12 @@ class TileGrid:
             return next(t for t in self.tiles if t.index == tuple(index))
         return Tile(-1 - index[0], -1 - index[1], self.tile_size, self.tile_size, tuple(index))
 
-    def tiles_overlapping(self, row0: float, row1: float, col0: float, col1: float) -> list[Tile]:
-        """Tiles whose area intersects the rectangle [row0, row1] x [col0, col1] (plane pixels)."""
-        return [t for t in self.tiles if t.row0 <= row1 and row0 < t.row1 and t.col0 <= col1 and col0 < t.col1]
+    def tiles_overlapping(self, row0: float, col0: float, row1: float, col1: float) -> list[Tile]:
+        """Tiles whose area intersects the rectangle [row0, row1] x [col0, col1] (plane pixels, ends
+        inclusive)."""
+        return [
+            t for t in self.tiles if t.row0 <= row1 and row0 < t.row1 and t.col0 <= col1 and col0 < t.col1
+        ]
 
     def interior_edges(self, tile: Tile) -> dict[str, bool]:
         """Which edges of ``tile`` lie inside the plane (and so may cut an object)."""
@@ -183,7 +203,7 @@ def blend_weights(grid: TileGrid, tile: Tile, ramp: int | None = None) -> np.nda
     pixels from it (default: half the overlap), and is 1 along edges on the plane's border, so the
     blended result has no seam and every pixel trusts the tile that sees most context around it.
     """
-    r0, r1, c0, c1 = tile.clipped(grid.plane_hw)
+    r0, c0, r1, c1 = tile.clipped(grid.plane_hw)
     h, w = r1 - r0, c1 - c0
     ramp = max(1, grid.overlap // 2 if ramp is None else ramp)
     edges = grid.interior_edges(tile)

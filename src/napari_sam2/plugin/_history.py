@@ -3,7 +3,8 @@ undo and redo.
 
 Every action that writes labels or changes the prompt layers becomes one typed
 :class:`._session.Step` (:meth:`History.record`); undo and redo move steps between the session's
-stacks, revert or re-apply their label planes, and put the prompt layers and the current object id
+stacks, revert or re-apply the changed boxes of their label planes through the layer (only those
+voxels are written and redrawn, :mod:`._label_edits`), and put the prompt layers and the current object id
 back.
 """
 
@@ -16,7 +17,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 from napari.layers import Labels
 
-from ..engine import LabelWriter
+from ._label_edits import LayerLabelWriter
 from ._ports import Tasks
 from ._prompts import PromptLayers
 from ._session import Session, Step, StepKind
@@ -107,7 +108,7 @@ class History:
             return
         try:
             labels = self.labels()
-            step = move(LabelWriter(labels.data) if labels is not None else None)
+            step = move(LayerLabelWriter(labels) if labels is not None else None)
         except USER_ERRORS as err:
             self.tasks.error(what, err)
             return
@@ -117,7 +118,5 @@ class History:
         if step.prompts_after is not None and self.prompts.points is not None:
             self.prompts.restore(step.prompts_after)
             self.prompts.last = step.prompts_after
-        self.set_object_id(step.object_after)
-        if labels is not None:
-            labels.refresh()
+        self.set_object_id(step.object_after)  # the labels redrew the reverted boxes as they were written
         self.tasks.status(f"{what}: {step.description}")

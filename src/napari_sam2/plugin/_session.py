@@ -4,8 +4,8 @@ One user action (a click that re-segments, a propagation, "next object", "clear 
 :class:`Step`. A step says *what was done* in typed fields (its :class:`StepKind`, object id, frame,
 axis, the prompts it used in image pixels, the intensity window, options), which *Copy as Python* and
 the session's provenance read; its :attr:`Step.description` is derived from them, for messages
-only. It also holds *what changed*: the label planes (:class:`~napari_sam2.engine.PlaneEdit`,
-enough to undo each) and the prompts and object id before and after. Undo reverts every plane of the
+only. It also holds *what changed*: the boxes of changed voxels of each label plane
+(:class:`~napari_sam2.engine.PlaneEdit`, enough to undo each) and the prompts and object id before and after. Undo reverts every plane of the
 step or none: if any plane changed since (the user painted on it), nothing is touched and the
 engine's :class:`~napari_sam2.engine.LabelError` says so.
 """
@@ -172,7 +172,8 @@ class Session:
     Attributes:
         object_id: the id the next segmentation writes.
         positive: polarity of the next click.
-        max_steps: how many steps undo keeps (each holds two copies of every plane it changed).
+        max_steps: how many steps undo keeps (each holds two copies of the box of changed voxels of
+            every plane it changed: bytes for a click on a small object, see :meth:`undo_bytes`).
         undo_stack, redo_stack: the steps undo and redo can move (the last ``max_steps``).
         done: every step still done in the session, oldest first, as :meth:`Step.typed` (no label
             edits or prompt snapshots, so it costs little): what *Copy as Python* replays, also
@@ -185,6 +186,10 @@ class Session:
     undo_stack: list[Step] = field(default_factory=list)
     redo_stack: list[Step] = field(default_factory=list)
     done: list[Step] = field(default_factory=list)
+
+    def undo_bytes(self) -> int:
+        """Memory the undo and redo stacks hold in label edits."""
+        return sum(e.nbytes for s in (*self.undo_stack, *self.redo_stack) for e in s.edits)
 
     def record(self, step: Step) -> None:
         """Add a finished action; a new action clears the redo stack."""
@@ -220,9 +225,8 @@ class Session:
                 raise LabelError(
                     f"cannot undo {step.description!r}: its labels layer is gone; add it back first"
                 )
-            for edit in step.edits:  # check every plane before touching any
-                current = np.asarray(writer.labels[(*edit.index, slice(None), slice(None))])
-                if not np.array_equal(current, edit.after):
+            for edit in step.edits:  # check every edited box before touching any
+                if not writer.is_current(edit):
                     raise LabelError(
                         f"cannot undo {step.description!r}: plane {edit.index} changed since (painted "
                         "or edited); undo the later edits first, or keep the labels as they are"

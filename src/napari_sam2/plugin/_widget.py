@@ -35,12 +35,13 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QComboBox, QFrame, QScrollArea, QToolButton, QVBoxLayout, QWidget
 
-from ..api.session import RecordingWriter, segment_plane
+from ..api.session import segment_plane
 from ..engine import ImagePredictor, PromptError
 from ..engine.provenance import ProvenanceRecord, python_script
 from ._actions import ActionPanel, bind_keys, unbind_keys
 from ._data import DataPicker
 from ._history import History
+from ._label_edits import write_patch
 from ._layers import ImageGeometry, frame_prompt, same_layer
 from ._model_picker import DEMO, DEMO_NOTICE, ModelPicker, ModelSlot
 from ._ports import Choices
@@ -441,16 +442,15 @@ class Sam2Widget(QWidget):
         def work(progress, cancel):
             return segment_plane(predictor, source, frame, prompt, window, progress, cancel)
 
-        def done(mask):
-            writer = RecordingWriter(labels.data, overwrite=self.overwrite)
-            writer.write(frame, {obj: mask})
+        def done(patch):
+            writer = write_patch(labels, frame, obj, patch, overwrite=self.overwrite)
             step = Step(
                 StepKind.SEGMENT, obj, geometry.frame_axes, frame, prompts={frame: prompt}, window=window,
                 prompts_before=before, prompts_after=after,
             )  # fmt: skip
             self.history.record(step, writer)
-            labels.refresh()
-            self.tasks.status(f"object {obj}: {int(mask.sum())} pixels{where(geometry.frame_axes, frame)}")
+            pixels = int(np.count_nonzero(patch.logits > 0))
+            self.tasks.status(f"object {obj}: {pixels} pixels{where(geometry.frame_axes, frame)}")
 
         self.tasks.start("segment", work, done, "Segment", uses=(image, labels))
 

@@ -16,6 +16,7 @@ results go nowhere (the widgets that showed them are gone), while what it wrote 
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -172,7 +173,11 @@ class TaskRunner(QObject):
     def _end(self, t0: float) -> bool:
         """Mark the task finished; False once :meth:`shutdown` ran (its result then goes nowhere)."""
         self.last_seconds = time.perf_counter() - t0
-        self._busy, self._worker = False, None
+        worker, self._busy, self._worker = self._worker, False, None
+        if worker is not None:  # finished workers outlive the task: let go of its callbacks (and
+            for signal in (worker.returned, worker.errored):  # the layers and arrays they hold)
+                with contextlib.suppress(TypeError, RuntimeError):
+                    signal.disconnect()
         if self._closed:
             return False
         try:

@@ -49,7 +49,10 @@ def assign_points(predictor: ImagePredictor, points: np.ndarray) -> np.ndarray:
     r1 = np.array([t.row1 for t in tiles])[None]
     c1 = np.array([t.col1 for t in tiles])[None]
     clipped = np.array([t.clipped(grid.plane_hw) for t in tiles], dtype=np.float64)
-    cr, cc = (clipped[:, 0] + clipped[:, 1]) / 2, (clipped[:, 2] + clipped[:, 3]) / 2
+    cr, cc = (
+        (clipped[:, 0] + clipped[:, 2]) / 2,
+        (clipped[:, 1] + clipped[:, 3]) / 2,
+    )  # (row0, col0, row1, col1)
     rows, cols = points[:, :1], points[:, 1:]
     inside = (r0 - 0.5 <= rows) & (rows < r1 - 0.5) & (c0 - 0.5 <= cols) & (cols < c1 - 0.5)
     dist = (cr[None] - rows) ** 2 + (cc[None] - cols) ** 2
@@ -75,7 +78,7 @@ def generate_tiled(
         if not len(pts):
             continue
         cancel_check()
-        r0, r1, c0, c1 = tile.clipped(hw)
+        r0, c0, r1, c1 = tile.clipped(hw)
         feats = predictor.features(tile)
         cands = decode_view(
             predictor.backend.decode,
@@ -127,7 +130,7 @@ def _grow(
         box = bbox_of(mask)
         if box is None:
             continue
-        b0, b1 = pred.bbox[0], pred.bbox[2]
+        b0, b1 = pred.bbox[0], pred.bbox[1]  # (row0, col0) of the prediction's box
         m = mask[box[0] : box[2], box[1] : box[3]]
         bbox = (b0 + box[0], b1 + box[1], b0 + box[2], b1 + box[3])
         covered[bbox[0] : bbox[2], bbox[1] : bbox[3]] |= m
