@@ -7,6 +7,7 @@ already in the cache (smallest first), else the small demo model that ships insi
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -46,6 +47,9 @@ DEFAULT_PREFERENCE = (
 )
 """Official weights :func:`default_model` uses when they are already cached, in this order."""
 
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+"""Suffixes that make a missing ``source`` a missing file rather than an unknown model name."""
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo_sam2.pt"
 """Where the demo checkpoint lives inside the installed package."""
@@ -121,10 +125,13 @@ def load_model(
     if not path.is_file():
         name = str(source).removesuffix(".pt")
         if name not in OFFICIAL_WEIGHTS:
-            if path.suffix or os.sep in str(source) or "/" in str(source):
+            close = difflib.get_close_matches(name, [*OFFICIAL_WEIGHTS, DEMO_NAME], n=3, cutoff=0.6)
+            looks_like_file = path.suffix.lower() in CHECKPOINT_SUFFIXES and not close
+            if looks_like_file or os.sep in str(source) or "/" in str(source):
                 raise CheckpointError(f"checkpoint file not found: {path}")
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
             raise UnknownWeightsError(
-                f"{source!r} is neither a file nor an official model name; "
+                f"{source!r} is neither a file nor an official model name{hint}; "
                 f"official names: {', '.join(OFFICIAL_WEIGHTS)}, or {DEMO_NAME!r} for the shipped demo model"
             )
         if progress is None and download and not (cache_dir() / f"{name}.pt").is_file():

@@ -37,7 +37,8 @@ class ProvenanceRecord:
     Attributes:
         kind: "segment" (each prompted plane on its own), "propagate" (through z or t) or "auto"
             (automatic instance segmentation, no prompts).
-        image: path (None for in-memory data), identity, shape, dtype, axes, channel.
+        image: path (None for in-memory data), identity, shape, dtype, axes, and axes_guessed
+            (None, or the sentence saying the t/z axes were guessed from the shape).
         prompts: one entry per (frame, object): frame (list of ints over the t/z axes), obj_id,
             points ([[row, col], ...]), labels (1/0), box ([row0, col0, row1, col1] or None).
         model: source (name or path as given, None if unknown), name (config), sha256 of the
@@ -181,6 +182,7 @@ def image_entry(source: Any, path: str | None) -> dict[str, Any]:
         "shape": shape,
         "dtype": str(source.dtype),
         "axes": source.axes,
+        "axes_guessed": getattr(source, "axes_guessed", None),
     }
 
 
