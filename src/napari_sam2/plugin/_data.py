@@ -16,7 +16,14 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox
 
-from ._layers import ImageGeometry, LayerError, current_frame, image_geometry, image_source
+from ._layers import (
+    ImageGeometry,
+    LayerError,
+    current_frame,
+    image_geometry,
+    image_source,
+    stack_axis_hint,
+)
 
 __all__ = ["NEW_LABELS", "DataPicker"]
 
@@ -44,11 +51,13 @@ class DataPicker(QGroupBox):
         form.addRow("Image", self.image_combo)
         form.addRow("3D stack axis", self.stack_axis_combo)
         form.addRow("Labels", self.labels_combo)
+        self.image_combo.currentIndexChanged.connect(lambda _: self._follow_axis_labels())
         self.image_combo.currentIndexChanged.connect(lambda _: self.changed.emit())
         self.stack_axis_combo.currentIndexChanged.connect(lambda _: self.changed.emit())
 
     def refresh(self) -> None:
         """Refill the image and labels pickers from the viewer's layers (keeps the selections)."""
+        before = self.image_layer
         for combo, kind, extra in ((self.image_combo, Image, []), (self.labels_combo, Labels, [NEW_LABELS])):
             current = combo.currentText()
             combo.blockSignals(True)
@@ -56,6 +65,18 @@ class DataPicker(QGroupBox):
             combo.addItems(extra + [layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
             combo.setCurrentIndex(max(combo.findText(current), 0))
             combo.blockSignals(False)
+        if self.image_layer is not before:  # a newly picked image; a user's choice for it is kept
+            self._follow_axis_labels()
+
+    def _follow_axis_labels(self) -> None:
+        """Set the 3D stack axis from the picked layer's axis labels when they name it ("t" for
+        time, "z"); napari's numbered default labels ("-3") leave the choice as it is."""
+        layer = self.image_layer
+        if layer is None or layer.ndim - bool(getattr(layer, "rgb", False)) != 3:
+            return
+        hint = stack_axis_hint(layer, self.viewer.dims.axis_labels)
+        if hint is not None and hint != self.stack_axis_combo.currentText():
+            self.stack_axis_combo.setCurrentText(hint)
 
     @property
     def image_layer(self) -> Image | None:
