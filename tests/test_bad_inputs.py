@@ -405,3 +405,24 @@ def test_napari_numbered_axis_labels_do_not_hide_time():
         and stack_axis_hint(Layer(numbered), numbered) is None
     )
     assert stack_axis_hint(Layer(("z", "y", "x")), ("t", "y", "x")) == "z"  # the layer's own labels first
+
+
+def test_the_widget_picks_time_from_a_layers_axis_labels(qtbot):
+    from napari.components import ViewerModel
+
+    from napari_sam2.plugin._data import DataPicker
+
+    viewer = ViewerModel()
+    viewer.add_image(np.zeros((6, 8, 8), np.uint8), name="stack")  # napari 0.9 labels it "-3", "-2", "-1"
+    data = DataPicker(viewer)
+    qtbot.addWidget(data)
+    data.refresh()
+    assert data.geometry().axes == "zyx"
+    viewer.add_image(np.zeros((5, 8, 8), np.uint8), name="movie", axis_labels=("t", "y", "x"))
+    data.refresh()
+    data.image_combo.setCurrentText("movie")
+    assert data.geometry().axes == "tyx"
+    data.stack_axis_combo.setCurrentText("z")  # the user's choice for this image is kept
+    viewer.add_points(np.zeros((0, 3)), name="clicks")
+    data.refresh()
+    assert data.geometry().axes == "zyx"
