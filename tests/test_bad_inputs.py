@@ -336,6 +336,7 @@ def test_propagate_through_z_and_t(capsys, tmp_path):
     assert result.record.propagation["axis"] == "z+t" and result.record.propagation["fixed"] == {}
     again = replay(result.record)
     assert labels_digest(again.labels) == labels_digest(expected)
+    assert "axis='z+t'," in result.script() and "fixed={}," in result.script()
 
     csv = tmp_path / "p.csv"
     csv.write_text("t,z,obj_id,row,col\n1,2,7,20,25\n")
