@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Set up everything the tests need: system libraries for a virtual screen, and .venv with the
-# package (editable), its test extras and the reference sam2 used as a test oracle.
+# package (editable), its test extras (with the medical readers nibabel, pynrrd, pydicom) and the
+# reference sam2 used as a test oracle.
 # Idempotent: a re-run with unchanged pyproject.toml and setup.sh takes a second or two.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 
 # (i) Xvfb and the GL/XCB libraries Qt needs to open a window on it.
 apt_packages=(xvfb libgl1-mesa-dri libegl1 libxkbcommon-x11-0 libxcb-icccm4 libxcb-image0 libxcb-keysyms1
-    libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libdbus-1-3 libfontconfig1)
+    libxcb-randr0 libxcb-render-util0 libxcb-xinerama0 libxcb-xfixes0 libxcb-shape0 libxcb-cursor0 libdbus-1-3
+    libfontconfig1)  # libxcb-cursor0: Qt 6.5+ needs it for its xcb platform
 missing=()
 if command -v dpkg >/dev/null 2>&1; then
     for pkg in "${apt_packages[@]}"; do

@@ -9,6 +9,10 @@ import torch
 
 from napari_sam2 import select_device
 
+# napari (through qtpy) and pytest-qt must use the same Qt binding: pytest-qt tries PyQt6 first, qtpy
+# PyQt5 first. PyQt6 is the binding of the testing extra; with PyQt5 alone both fall back to it.
+os.environ.setdefault("QT_API", "pyqt6")
+
 TEST_DEVICE_ENV_VAR = "NAPARI_SAM2_TEST_DEVICE"
 
 

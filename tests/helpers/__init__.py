@@ -21,6 +21,7 @@ from .builders import (
     write_tiff,
 )
 from .parity import close, iou, same_masks
+from .shared_data import shared_data_dir, shared_file
 
 __all__ = [
     "AUTO",
@@ -38,6 +39,8 @@ __all__ = [
     "same_masks",
     "save_sharp",
     "save_tiny",
+    "shared_data_dir",
+    "shared_file",
     "square",
     "write_tiff",
 ]

@@ -19,7 +19,14 @@ from ..engine.predictor import ImagePredictor
 from ..engine.provenance import ProvenanceRecord, image_entry, model_entry, options_entry, runtime_entry
 from ..engine.sources import open_image
 from ..model import Sam2Model
-from ._inputs import check_output, discard_partial, image_input, labels_target
+from ._inputs import (
+    check_output,
+    default_window,
+    discard_partial,
+    image_input,
+    labels_target,
+    medical_geometry,
+)
 from ._inputs import resolve_model as _resolve_model
 from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
 
@@ -86,17 +93,19 @@ def segment_everything(
     """
     AutoMaskConfig.build(config, **options)  # bad options fail before the model loads
     check_output(out, force)  # so does an output that cannot be written
-    data, path, _ = image_input(image)
+    data, path, layer = image_input(image)
     source = open_image(data, axes=axes, channel=channel)
     target = None
     try:
         net = _resolve_model(model, device)
         cfg = AutoMaskConfig.build(config, net, **options)  # the model's defaults where none given
+        geometry = medical_geometry(source, layer)
         frame_axes = source.axes[:-2]
         if frame_axes:
             axis = axis or ("z" if "z" in frame_axes else "t")
         target, labels_layer = labels_target(labels, out, source, force)
-        win = resolve_window(window, source.sample_values)  # the engine resolves it so too
+        # the engine resolves it so too; a CT volume's preset unless a window is given
+        win = resolve_window(default_window(window, geometry), source.sample_values)
         cache = EmbeddingCache(directory=cache_dir) if cache_dir is not None else None
         tiles = ImagePredictor(net, tile_size=tile_size, overlap=overlap)  # resolved tiling, to record
         report = automask.segment_everything(
@@ -149,4 +158,4 @@ def segment_everything(
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out, force)
+    return finish(target, labels_layer, record, out, geometry, force)

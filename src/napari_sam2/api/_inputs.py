@@ -23,7 +23,7 @@ import zarr
 from ..engine import models as _models
 from ..engine.labels import LabelError, create_labels
 from ..engine.prompts import Prompt, PromptError
-from ..engine.provenance import file_sha256, guard_output, temporary_path
+from ..engine.provenance import ProvenanceError, file_sha256, guard_output, temporary_path
 from ..engine.provenance.prompt_files import merge_prompts, prompts_from_table, read_prompts
 from ..engine.sources import ImageSource
 from ..model import Sam2Model
@@ -117,6 +117,24 @@ def image_input(image: Any) -> tuple[Any, str | None, Any]:
     return image, None, None
 
 
+def medical_geometry(source: ImageSource, layer: Any) -> Any:
+    """The :class:`~napari_sam2.engine.medical.MedicalGeometry` of a NIfTI/NRRD/DICOM input: from the
+    file, or from a napari layer that our reader made (``metadata["napari_sam2_geometry"]``). It is
+    also set as ``source.medical`` so that the record's image entry holds it."""
+    if source.medical is None and layer is not None:
+        geometry = (getattr(layer, "metadata", None) or {}).get("napari_sam2_geometry")
+        if geometry is not None and tuple(geometry.shape) == (*source.frame_shape, *source.plane_hw):
+            source.medical = geometry
+    return source.medical
+
+
+def default_window(window: Any, geometry: Any) -> Any:
+    """The window to use: the one asked for, else a medical volume's preset (CT: a CT window)."""
+    if window is None and geometry is not None and geometry.preset != "auto":
+        return geometry.preset
+    return window
+
+
 def labels_target(labels: Any, out: Any, source: ImageSource, force: bool = False) -> tuple[Any, Any]:
     """-> (the array to write into, the layer to refresh or None). A ``.zarr`` ``out`` is streamed
     to its temporary name (:func:`discard_partial` removes it if the run does not finish)."""
@@ -128,6 +146,11 @@ def labels_target(labels: Any, out: Any, source: ImageSource, force: bool = Fals
             raise LabelError(f"labels of shape {tuple(target.shape)} do not fit the image's {shape}")
         return target, layer
     if out is not None:
+        if str(out).lower().endswith((".nii", ".nii.gz", ".nrrd")) and source.medical is None:
+            raise ProvenanceError(
+                f"{Path(out).name}: NIfTI/NRRD labels are written in the geometry of a NIfTI, NRRD or DICOM "
+                "input; this image has none, so write .tif or .zarr"
+            )
         guard_output(out, force=force)
         if str(out).lower().endswith(".zarr"):
             tmp = temporary_path(out)

@@ -37,6 +37,8 @@ class SegmentationResult:
             or zarr when written to a ``.zarr`` ``out``).
         record: the :class:`~napari_sam2.engine.provenance.ProvenanceRecord`.
         path: where the labels were saved, if they were.
+        geometry: the :class:`~napari_sam2.engine.medical.MedicalGeometry` of a NIfTI, NRRD or
+            DICOM input (spacing, affine, ...), which ``.nii.gz``/``.nrrd`` outputs are written in.
         axes_guessed: None when the image's t/z axes were given or read from its metadata; else
             a sentence saying which axes were guessed from the shape (pass ``axes=`` to be sure).
             The record's ``image["axes_guessed"]`` holds the same.
@@ -45,14 +47,17 @@ class SegmentationResult:
     labels: np.ndarray | zarr.Array
     record: ProvenanceRecord
     path: Path | None = None
+    geometry: Any = None
 
     @property
     def axes_guessed(self) -> str | None:
         return self.record.image.get("axes_guessed")
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
-        """Write the labels with their provenance to TIFF (``.tif``) or zarr (``.zarr``)."""
-        self.path = write_labels(path, self.labels, self.record, overwrite=overwrite)
+        """Write the labels with their provenance to TIFF (``.tif``) or zarr (``.zarr``), or for a
+        medical input to NIfTI (``.nii``, ``.nii.gz``) or NRRD (``.nrrd``) with the input's affine
+        (provenance in ``<path>.sam2.json``)."""
+        self.path = write_labels(path, self.labels, self.record, overwrite=overwrite, geometry=self.geometry)
         return self.path
 
     def script(self) -> str:
@@ -60,10 +65,10 @@ class SegmentationResult:
         return python_script(self.record)
 
 
-def finish(target, layer, record, out, force: bool = False) -> SegmentationResult:
+def finish(target, layer, record, out, geometry=None, force: bool = False) -> SegmentationResult:
     if layer is not None and callable(getattr(layer, "refresh", None)):
         layer.refresh()
-    result = SegmentationResult(target, record)
+    result = SegmentationResult(target, record, geometry=geometry)
     if out is not None:
         result.save(out, overwrite=force)
         if isinstance(target, zarr.Array):

@@ -10,13 +10,14 @@
     result = propagate("nuclei.zarr", {(30, 1): Prompt(box=(40, 150, 90, 210))}, model=model)
     result = segment_everything("nuclei.zarr", model=model, points_per_side=16)  # no prompts
 
-*Images* are anything :func:`napari_sam2.open_image` reads (numpy, dask, zarr, OME-Zarr, TIFF path)
-or a napari Image layer (duck-typed: ``.data``, ``.scale``, ``.translate``). *Prompts* are a
-:class:`Prompt` (object 1), a list of them (objects 1, 2, ...), a dict ``{obj_id: Prompt}`` on
-``frame``, a dict ``{(*frame, obj_id): Prompt}`` (e.g. ``{(z, 1): ...}``), a prompts file (see
-:func:`read_prompts`) or napari Points/Shapes layers. Coordinates are image pixels (row, col); a
-layer's points are mapped through its and the image layer's ``scale``/``translate``. Models, images,
-prompts and labels are made into engine objects in :mod:`napari_sam2.api._inputs`.
+*Images* are anything :func:`napari_sam2.open_image` reads (numpy, dask, zarr, OME-Zarr, TIFF path,
+NIfTI/NRRD file or DICOM folder; see :mod:`napari_sam2.engine.medical`) or a napari Image layer
+(duck-typed: ``.data``, ``.scale``, ``.translate``). *Prompts* are a :class:`Prompt` (object 1), a
+list of them (objects 1, 2, ...), a dict ``{obj_id: Prompt}`` on ``frame``, a dict
+``{(*frame, obj_id): Prompt}`` (e.g. ``{(z, 1): ...}``), a prompts file (see :func:`read_prompts`)
+or napari Points/Shapes layers. Coordinates are image pixels (row, col); a layer's points are mapped
+through its and the image layer's ``scale``/``translate``. Models, images, prompts and labels are
+made into engine objects in :mod:`napari_sam2.api._inputs`.
 
 Every call returns a :class:`SegmentationResult` whose ``record`` says how to make the labels again
 (:mod:`napari_sam2.engine.provenance`); :func:`replay` does so.
@@ -57,10 +58,12 @@ from ._inputs import (
     check_frames,
     check_ids,
     check_output,
+    default_window,
     discard_partial,
     image_input,
     labels_target,
     load_model,
+    medical_geometry,
     prompt_map,
 )
 from ._inputs import resolve_model as _resolve_model
@@ -113,8 +116,9 @@ def segment(
         model: a loaded model, a name, a checkpoint path or ``"demo"`` (default: the best
             model available offline). Names and paths are loaded once per process.
         frame: the plane of prompts given without one (int or tuple over the t/z axes).
-        window: the intensity window for the whole dataset: None (robust percentiles), (low,
-            high) such as napari contrast limits, or a CT preset name.
+        window: the intensity window for the whole dataset: None (robust percentiles; for a CT
+            volume the ``ct:soft_tissue`` preset), (low, high) such as napari contrast limits, or a
+            CT preset name.
         tile_size, overlap, max_tiles, edge_margin: tiling of planes larger than the model
             input (see :class:`~napari_sam2.engine.predictor.ImagePredictor`).
         multimask: decode three candidates and keep the one with the best predicted IoU.
@@ -125,6 +129,7 @@ def segment(
         out: also save to this ``.tif`` or ``.zarr`` (zarr is written as it goes, under a hidden
             temporary name that is removed if the run fails or is cancelled). Checked before any
             work: its folder must exist and be writable, and it must not exist unless ``force``.
+            For a NIfTI/NRRD/DICOM input also ``.nii.gz``/``.nii``/``.nrrd`` with the input's affine.
         force: replace an existing ``out``, once the new labels are complete (a failed run
             leaves it as it was).
         device: "auto", "cpu", "cuda", ... for a model loaded here.
@@ -145,6 +150,8 @@ def segment(
     source = open_image(data, axes=axes, channel=channel)
     target = None
     try:
+        geometry = medical_geometry(source, layer)
+        win = default_window(window, geometry)  # a CT volume's preset unless a window is given
         check_frames(pmap, source)
         net = _resolve_model(model, device)
         target, labels_layer = labels_target(labels, out, source, force)
@@ -161,7 +168,7 @@ def segment(
         frames = sorted({f for f, _ in pmap})
         done = 0
         for f in frames:
-            pred.set_image(source, frame=f, window=window)
+            pred.set_image(source, frame=f, window=win)
             masks = {}
             for (pf, obj), p in sorted(pmap.items()):
                 if pf != f:
@@ -196,7 +203,7 @@ def segment(
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out, force)
+    return finish(target, labels_layer, record, out, geometry, force)
 
 
 def propagate(
@@ -251,15 +258,17 @@ def propagate(
     source = open_image(data, axes=axes, channel=channel)
     target = None
     try:
+        geometry = medical_geometry(source, layer)
+        win = default_window(window, geometry)  # a CT volume's preset unless a window is given
         check_frames(pmap, source)
         frame_axes = source.axes[:-2]
         axis = axis or ("z" if "z" in frame_axes else "t")
         if axis == AXIS_Z_T:
-            net, target, labels_layer, win, report = _through_time(
-                source, pmap, model, device, fixed, window, crop, max_crop, stop_after_absent,
+            net, target, labels_layer, resolved, report = _through_time(
+                source, pmap, model, device, fixed, win, crop, max_crop, stop_after_absent,
                 labels, out, force, overwrite, progress, cancel,
             )  # fmt: skip
-            fixed, window_used = {}, win
+            fixed, window_used = {}, resolved
             if report.cancelled:
                 raise Cancelled(
                     f"cancelled after {len(report.objects)} of {source.frame_shape[0]} time points", target
@@ -282,9 +291,7 @@ def propagate(
                         f"object {obj}'s prompt on frame {list(f)} is not at {fixed}; propagation runs there"
                     )
             net = _resolve_model(model, device)
-            seq = FrameSequence(
-                source, axis=axis, fixed=fixed, window=window, image_size=net.config.image_size
-            )
+            seq = FrameSequence(source, axis=axis, fixed=fixed, window=win, image_size=net.config.image_size)
             pos = frame_axes.index(axis)
             target, labels_layer = labels_target(labels, out, source, force)
             tracker = Tracker(net, seq, len(seq), seq.frame_hw, crop=crop, max_crop=max_crop)
@@ -323,7 +330,7 @@ def propagate(
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out, force)
+    return finish(target, labels_layer, record, out, geometry, force)
 
 
 def _through_time(

@@ -45,13 +45,18 @@ PROG = "napari-sam2"
 
 def _common(p: argparse.ArgumentParser, *, image: bool = True) -> None:
     if image:
-        p.add_argument("image", help="image: TIFF file or zarr / OME-Zarr folder")
+        p.add_argument(
+            "image", help="image: TIFF file, zarr / OME-Zarr folder, NIfTI/NRRD file or DICOM folder"
+        )
     p.add_argument(
         "--model", default=None, help="official name, checkpoint file or 'demo' (default: best offline)"
     )
     p.add_argument("--device", default="cpu", help="cpu (default, reproducible), cuda, mps or auto")
     p.add_argument(
-        "--window", type=parse.parse_window, default=None, help="auto (default), LOW,HIGH or a CT preset"
+        "--window",
+        type=parse.parse_window,
+        default=None,
+        help="auto (robust percentiles; default, but a CT preset for CT volumes), LOW,HIGH or a CT preset",
     )
     p.add_argument("--axes", default=None, help="axes of the image if not inferable, e.g. zyx or tczyx")
     p.add_argument("--channel", type=int, default=None, help="channel to use of a multichannel image")
@@ -61,7 +66,11 @@ def _common(p: argparse.ArgumentParser, *, image: bool = True) -> None:
 def _run_options(p: argparse.ArgumentParser, *, out: bool = True) -> None:
     p.add_argument("--prompts", required=True, help="prompts: .json, .csv, or a napari Points/Shapes .csv")
     if out:
-        p.add_argument("--out", required=True, help="labels to write: .tif/.tiff or .zarr")
+        p.add_argument(
+            "--out",
+            required=True,
+            help="labels to write: .tif/.tiff, .zarr, or .nii.gz/.nrrd for a medical input",
+        )
         p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument("--overwrite-objects", action="store_true", help="masks may take other objects' voxels")
 
@@ -107,7 +116,11 @@ def _propagate_options(p: argparse.ArgumentParser) -> None:
 
 
 def _auto_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", required=True, help="labels to write: .tif/.tiff or .zarr")
+    p.add_argument(
+        "--out",
+        required=True,
+        help="labels to write: .tif/.tiff, .zarr, or .nii.gz/.nrrd for a medical input",
+    )
     p.add_argument("--force", action="store_true", help="replace --out if it exists")
     p.add_argument(
         "--axis", choices=("z", "t"), default=None, help="frame axis of a stack (default: z if present)"

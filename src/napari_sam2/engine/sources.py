@@ -1,7 +1,9 @@
-"""Lazy image sources: one reading interface over numpy, dask, zarr, OME-Zarr and TIFF.
+"""Lazy image sources: one reading interface over numpy, dask, zarr, OME-Zarr, TIFF and medical volumes.
 
 :func:`open_image` turns what the user has (an array, a zarr array or group, a path to a ``.zarr``
-folder or a TIFF file) into an :class:`ImageSource` without reading pixels. The source reads one plane,
+folder, a TIFF file, a NIfTI/NRRD file or a DICOM folder) into an :class:`ImageSource` without reading
+pixels. Medical volumes come in (z, y, x) order with their geometry in ``source.medical``
+(:mod:`napari_sam2.engine.medical`). The source reads one plane,
 or one window of a plane, on demand and touches only the chunks (or TIFF tiles) that hold it.
 
 Axes use the letters ``t`` (time), ``c`` (channel), ``z``, ``y`` (rows), ``x`` (columns). After the
@@ -30,6 +32,7 @@ __all__ = ["ImageSource", "SourceError", "open_image"]
 
 _LETTERS = "tczyx"
 _TIFF_SUFFIXES = (".tif", ".tiff", ".btf", ".tf8", ".tf2")
+_MEDICAL_SUFFIXES = (".nii", ".nii.gz", ".nrrd", ".nhdr")
 _TIFF_LETTERS = {"T": "t", "Z": "z", "C": "c", "S": "c", "Y": "y", "X": "x"}
 _ZARR_METADATA = ("zarr.json", ".zarray", ".zattrs", ".zgroup")
 _DTYPES = "uint8, uint16, int16, int32, uint32, float32 or float64 (any integer or float type)"
@@ -62,6 +65,8 @@ class ImageSource:
         axes_guessed: None when the t/z axes were given (``axes=``) or read from metadata; else a
             sentence saying they were inferred from the shape (e.g. a 3D TIFF whose axes read
             ``QYX`` opens as "zyx", which may be time).
+        medical: the :class:`~napari_sam2.engine.medical.MedicalGeometry` of a NIfTI/NRRD/DICOM
+            input (spacing, affine, modality, intensity preset); None for other images.
     """
 
     def __init__(
@@ -73,6 +78,7 @@ class ImageSource:
         identity: str,
         closers: Sequence[Callable[[], None]] = (),
         axes_guessed: str | None = None,
+        medical: Any = None,
     ) -> None:
         if axes not in ("yx", "zyx", "tyx", "tzyx"):
             raise SourceError(f"an ImageSource has axes yx, zyx, tyx or tzyx, got {axes!r}")
@@ -89,6 +95,7 @@ class ImageSource:
         self.axes_guessed = axes_guessed
         self._closers = list(closers)
         self._closed = False
+        self.medical = medical
 
     @property
     def num_frames(self) -> int:
@@ -255,6 +262,7 @@ class _Raw:
     prefix: str | None = None
     sample: bool = True
     closers: Sequence[Callable[[], None]] = ()
+    medical: Any = None
 
     def close(self) -> None:
         for close in self.closers:
@@ -360,7 +368,13 @@ def _build(raw: _Raw, axes: str | None, channel: int | None, rgb: bool | None) -
     ]
     identity = "|".join(p for p in parts if p)
     return ImageSource(
-        levels, out_axes, rgb=is_rgb, identity=identity, closers=raw.closers, axes_guessed=guessed
+        levels,
+        out_axes,
+        rgb=is_rgb,
+        identity=identity,
+        closers=raw.closers,
+        axes_guessed=guessed,
+        medical=raw.medical,
     )
 
 
@@ -440,6 +454,13 @@ def _load(data: Any) -> _Raw:
         return _load_group(data)
     if isinstance(data, zarr.Array):
         return _Raw([data], prefix=_zarr_prefix(data, [data.path]))
+    if (
+        isinstance(data, Sequence)
+        and not isinstance(data, str)
+        and data
+        and all(isinstance(a, (str, os.PathLike)) for a in data)
+    ):
+        return _load_medical(list(data))  # a list of DICOM files
     if isinstance(data, Sequence) and data and all(_is_arraylike(a) for a in data):
         return _Raw(data)
     if _is_arraylike(data):
@@ -463,11 +484,17 @@ def _is_arraylike(a: Any) -> bool:
 def _load_path(path: Path) -> _Raw:
     if not path.exists():
         raise SourceError(f"{path} does not exist; check the path")
+    if path.name.lower().endswith(_MEDICAL_SUFFIXES):
+        return _load_medical(path)
     if path.is_dir():
         if not any((path / name).exists() for name in _ZARR_METADATA):
+            from .medical import is_medical
+
+            if is_medical(path):
+                return _load_medical(path)
             raise SourceError(
-                f"{path} is a folder but not a zarr store (no zarr.json, .zarray or .zgroup); "
-                "give a .zarr/.ome.zarr folder or a TIFF file"
+                f"{path} is a folder but not a zarr store (no zarr.json, .zarray or .zgroup) nor a DICOM "
+                "series; give a .zarr/.ome.zarr folder, a DICOM folder or a TIFF file"
             )
         try:
             node = zarr.open(str(path), mode="r")
@@ -479,9 +506,26 @@ def _load_path(path: Path) -> _Raw:
     if path.name.lower().endswith(_TIFF_SUFFIXES):
         return _load_tiff(path)
     raise SourceError(
-        f"{path.name}: unsupported file type; open TIFF files (.tif, .tiff, .ome.tif, .btf) or zarr folders "
-        "(.zarr, .ome.zarr), or load the image into a numpy/dask array first"
+        f"{path.name}: unsupported file type; open TIFF files (.tif, .tiff, .ome.tif, .btf), zarr folders "
+        "(.zarr, .ome.zarr), NIfTI (.nii, .nii.gz), NRRD (.nrrd, .nhdr) or DICOM folders, or load the "
+        "image into a numpy/dask array first"
     )
+
+
+def _load_medical(path: Path | list) -> _Raw:
+    """A NIfTI/NRRD file, a DICOM folder or a list of DICOM files, in (z, y, x) or (t, z, y, x) order."""
+    from .medical import open_medical
+
+    view, geometry = open_medical(path)
+    files = [path] if isinstance(path, Path) and path.is_file() else None
+    if files is None:
+        folder = path if isinstance(path, Path) else None
+        files = sorted(folder.iterdir()) if folder is not None else [Path(p) for p in path]
+    stats = ",".join(f"{f.name}:{f.stat().st_size}:{f.stat().st_mtime_ns}" for f in files if f.is_file())
+    digest = hashlib.blake2b(stats.encode(), digest_size=16).hexdigest()
+    prefix = f"{geometry.format}:{geometry.path}|files={digest}"
+    axes = "tzyx" if len(view.shape) == 4 else "zyx"
+    return _Raw([view], axes=axes, prefix=prefix, sample=False, medical=geometry)
 
 
 def _load_group(group: zarr.Group) -> _Raw:

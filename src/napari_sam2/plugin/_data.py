@@ -14,7 +14,7 @@ import napari.viewer
 import numpy as np
 from napari.layers import Image, Labels
 from qtpy.QtCore import Signal
-from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox
+from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
 from ._layers import (
     ImageGeometry,
@@ -43,16 +43,26 @@ class DataPicker(QGroupBox):
         super().__init__("Data")
         self.viewer = viewer
         self._sources: dict[tuple, Any] = {}
+        self._watched: Image | None = None  # the image whose contrast limits the Intensity line follows
         form = QFormLayout(self)
         self.image_combo = QComboBox()
         self.stack_axis_combo = QComboBox()
         self.stack_axis_combo.addItems(["z", "t"])
         self.labels_combo = QComboBox()
+        self.window_label = QLabel("")
+        self.window_label.setWordWrap(True)
+        self.window_label.setToolTip(
+            "The model sees the image through the layer's contrast limits. A NIfTI/NRRD/DICOM volume opened "
+            "with napari-sam2 starts with a CT preset (CT) or robust percentiles (other); change the "
+            "contrast limits to change the window."
+        )
         form.addRow("Image", self.image_combo)
         form.addRow("3D stack axis", self.stack_axis_combo)
         form.addRow("Labels", self.labels_combo)
+        form.addRow("Intensity", self.window_label)
         self.image_combo.currentIndexChanged.connect(lambda _: self._follow_axis_labels())
         self.image_combo.currentIndexChanged.connect(lambda _: self.changed.emit())
+        self.image_combo.currentIndexChanged.connect(lambda _: self.update_window_text())
         self.stack_axis_combo.currentIndexChanged.connect(lambda _: self.changed.emit())
 
     def refresh(self) -> None:
@@ -67,6 +77,30 @@ class DataPicker(QGroupBox):
             combo.blockSignals(False)
         if self.image_layer is not before:  # a newly picked image; a user's choice for it is kept
             self._follow_axis_labels()
+        self.update_window_text()
+
+    def update_window_text(self) -> None:
+        """Say which intensity window the picked image gives the model (a medical preset, or the
+        contrast limits)."""
+        layer = self.image_layer
+        if layer is not self._watched:
+            if self._watched is not None:
+                self._watched.events.contrast_limits.disconnect(self._on_limits)
+            if layer is not None:
+                layer.events.contrast_limits.connect(self._on_limits)
+            self._watched = layer
+        if layer is None:
+            self.window_label.setText("")
+            return
+        limits = tuple(float(v) for v in layer.contrast_limits)
+        meta = (layer.metadata or {}).get("napari_sam2_medical")
+        if meta and [float(v) for v in meta.get("window", [])] == list(limits):
+            self.window_label.setText(meta["window_text"])
+        else:
+            self.window_label.setText(f"contrast limits {limits[0]:g}..{limits[1]:g}")
+
+    def _on_limits(self, event: Any = None) -> None:
+        self.update_window_text()
 
     def _follow_axis_labels(self) -> None:
         """Set the 3D stack axis from the picked layer's axis labels when they name it ("t" for
@@ -150,8 +184,13 @@ class DataPicker(QGroupBox):
         if not create:
             return None
         data = np.zeros(geometry.shape, np.uint32)
-        layer = self.viewer.add_labels(
-            data, name=f"{image.name} SAM2 labels", scale=image.scale, translate=image.translate
+        medical = {k: v for k, v in (image.metadata or {}).items() if k.startswith("napari_sam2_")}
+        layer = self.viewer.add_labels(  # a medical image's geometry goes along, for the NIfTI writer
+            data,
+            name=f"{image.name} SAM2 labels",
+            scale=image.scale,
+            translate=image.translate,
+            metadata=medical,
         )
         self.labels_combo.setCurrentText(layer.name)
         return layer

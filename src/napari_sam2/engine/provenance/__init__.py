@@ -9,6 +9,7 @@ Where it goes:
 
 * zarr: the array's attributes, under ``"napari_sam2"``;
 * TIFF: the JSON metadata tifffile writes into the ImageDescription, under ``"napari_sam2"``;
+* NIfTI and NRRD (labels of a medical volume, in its geometry): a JSON sidecar ``<labels>.sam2.json``;
 * anything else: a JSON sidecar ``<labels>.sam2.json`` (:func:`write_sidecar`).
 
 :func:`read_record` finds it in any of these. ``napari-sam2 replay`` (:func:`napari_sam2.api.replay`)
@@ -79,6 +80,7 @@ ATTR = "napari_sam2"
 """Key of the record in zarr attributes and TIFF metadata."""
 SIDECAR_SUFFIX = ".sam2.json"
 _TIFF = (".tif", ".tiff")
+_MEDICAL = (".nii", ".nii.gz", ".nrrd")
 
 
 def labels_digest(labels: Any) -> str:
@@ -106,13 +108,24 @@ def _format(path: Path) -> str:
         return "tiff"
     if name.endswith(".zarr"):
         return "zarr"
-    raise ProvenanceError(f"{path.name}: labels are written as TIFF (.tif, .tiff) or zarr (.zarr)")
+    if name.endswith(_MEDICAL):
+        return "medical"
+    raise ProvenanceError(
+        f"{path.name}: labels are written as TIFF (.tif, .tiff), zarr (.zarr), or for a medical volume "
+        "NIfTI (.nii, .nii.gz) or NRRD (.nrrd)"
+    )
 
 
 def write_labels(
-    path: str | os.PathLike, labels: Any, record: ProvenanceRecord, *, overwrite: bool = False
+    path: str | os.PathLike,
+    labels: Any,
+    record: ProvenanceRecord,
+    *,
+    overwrite: bool = False,
+    geometry: Any = None,
 ) -> Path:
-    """Write ``labels`` with ``record`` (its ``labels`` entry filled in here) to TIFF or zarr.
+    """Write ``labels`` with ``record`` (its ``labels`` entry filled in here) to TIFF or zarr, or to
+    NIfTI/NRRD in the ``geometry`` of the medical volume they were made on (record in a sidecar).
 
     The file appears under its final name only when complete (written beside it, then renamed;
     :func:`.outputs.atomic_output`), so an interrupted run never leaves a finished-looking output
@@ -120,18 +133,30 @@ def write_labels(
     array that already lives at ``path``'s temporary name is moved, not copied (the API's ``out=``).
 
     Raises:
-        ProvenanceError: an unknown suffix, or ``path`` exists and ``overwrite`` is False.
+        ProvenanceError: an unknown suffix, ``path`` exists and ``overwrite`` is False, or a
+            NIfTI/NRRD output without the geometry of a medical input.
     """
     path = Path(path)
     kind = _format(path)
     if path.exists() and not overwrite:
         raise ProvenanceError(f"{path} already exists; choose another output or allow overwriting")
+    if kind == "medical" and geometry is None:
+        raise ProvenanceError(
+            f"{path.name}: NIfTI/NRRD labels are written in the geometry of a NIfTI, NRRD or DICOM input; "
+            "this image has none, so write .tif or .zarr"
+        )
     record.labels = {
         "shape": [int(s) for s in labels.shape],
         "dtype": str(np.dtype(labels.dtype)),
         "sha256": labels_digest(labels),
     }
     meta = record.to_dict()
+    if kind == "medical":
+        from ..medical import write_labels_like
+
+        write_labels_like(path, labels, geometry, overwrite=overwrite)
+        write_sidecar(path, record)
+        return path
     tmp = temporary_path(path)
     root = getattr(getattr(labels, "store", None), "root", None)
     streamed = kind == "zarr" and isinstance(labels, zarr.Array) and root is not None and Path(root) == tmp
@@ -162,11 +187,16 @@ def _remove(path: Path) -> None:
 
 
 def read_labels(path: str | os.PathLike) -> np.ndarray | zarr.Array:
-    """The labels of a TIFF (as numpy) or zarr (as a read-only zarr array) output."""
+    """The labels of a TIFF (as numpy), zarr (as a read-only zarr array) or NIfTI/NRRD output (as
+    numpy, in the engine's (z, y, x) order)."""
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"labels not found: {path}")
     try:
+        if _format(path) == "medical":
+            from ..medical import read_labels_medical
+
+            return read_labels_medical(path)
         if _format(path) == "tiff":
             return tifffile.imread(path)
         return zarr.open_array(str(path), mode="r")

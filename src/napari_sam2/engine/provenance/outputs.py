@@ -22,7 +22,7 @@ from .record import ProvenanceError
 
 __all__ = ["LABEL_SUFFIXES", "OutputError", "atomic_output", "guard_output", "temporary_path"]
 
-LABEL_SUFFIXES = (".tif", ".tiff", ".zarr")
+LABEL_SUFFIXES = (".tif", ".tiff", ".zarr", ".nii", ".nii.gz", ".nrrd")
 
 
 class OutputError(ProvenanceError):
@@ -47,7 +47,7 @@ def guard_output(
     Leftovers of interrupted runs (``.NAME.tmp-PID`` whose process is gone) are removed here.
 
     Args:
-        path: the ``.tif``/``.tiff``/``.zarr`` output.
+        path: the ``.tif``/``.tiff``/``.zarr`` output (``.nii``/``.nii.gz``/``.nrrd`` for a medical input).
         force: an existing ``path`` may be replaced (once the new labels are complete).
         create_folder: create a missing folder (its nearest existing parent must be writable).
         exists_hint: what the "already exists" message tells the user to do.
@@ -56,13 +56,16 @@ def guard_output(
         The leftovers removed (empty in the usual case), for the caller to report.
 
     Raises:
-        OutputError: a suffix other than .tif/.tiff/.zarr, ``path`` exists and ``force`` is False,
+        OutputError: a suffix other than .tif/.tiff/.zarr/.nii/.nii.gz/.nrrd, ``path`` exists and ``force`` is False,
             or its folder is missing (and not to be created), not a folder, or not writable; the
             message names the folder.
     """
     path = Path(path).expanduser()
     if not path.name.lower().endswith(LABEL_SUFFIXES):
-        raise OutputError(f"{path}: labels are written as .tif/.tiff or .zarr")
+        raise OutputError(
+            f"{path}: labels are written as .tif/.tiff or .zarr, or for a NIfTI/NRRD/DICOM input "
+            ".nii.gz/.nii/.nrrd"
+        )
     if (path.exists() or path.is_symlink()) and not force:
         raise OutputError(f"{path} already exists; {exists_hint}")
     folder = path.absolute().parent
