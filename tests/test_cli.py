@@ -225,7 +225,7 @@ def torch_grad():
         (
             ["segment", "{vol}", "--prompts", "{prompts}", "--out", "{out}", "--model", "sam2_huge"],
             EXIT_USAGE,
-            "neither a file nor an official",
+            "neither a file nor a known model name",
         ),
         (
             ["segment", "{vol}", "--prompts", "{bad}", "--out", "{out}", "--model", "{ckpt}"],

@@ -19,7 +19,14 @@ from ..engine.predictor import ImagePredictor
 from ..engine.provenance import ProvenanceRecord, image_entry, model_entry, options_entry, runtime_entry
 from ..engine.sources import open_image
 from ..model import Sam2Model
-from ._inputs import default_window, image_input, labels_target, medical_geometry
+from ._inputs import (
+    check_output,
+    default_window,
+    discard_partial,
+    image_input,
+    labels_target,
+    medical_geometry,
+)
 from ._inputs import resolve_model as _resolve_model
 from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
 
@@ -46,6 +53,7 @@ def segment_everything(
     cache_dir: str | os.PathLike | None = None,
     labels: Any = None,
     out: str | os.PathLike | None = None,
+    force: bool = False,
     device: str | torch.device | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
@@ -70,7 +78,7 @@ def segment_everything(
         min_area: drop objects with fewer visible pixels than this where they are found.
         tile_size, overlap: tiling of planes larger than the model input.
         tracker_crop, stop_after_absent: as ``crop`` and ``stop_after_absent`` in :func:`propagate` (default: stop after 3).
-        window, axes, channel, cache_dir, out, device: as in :func:`segment`.
+        window, axes, channel, cache_dir, out, force, device: as in :func:`segment`.
         labels: write into these labels (array or napari Labels layer); new ids start above its
             largest id and never take another object's voxels.
         progress: ``progress(done, total)``. cancel: polled between click batches and frames;
@@ -84,16 +92,18 @@ def segment_everything(
         AutoMaskError: a bad generator option or seed frame (the message names it and the range).
     """
     AutoMaskConfig.build(config, **options)  # bad options fail before the model loads
-    net = _resolve_model(model, device)
-    cfg = AutoMaskConfig.build(config, net, **options)  # the model's defaults where none given
+    check_output(out, force)  # so does an output that cannot be written
     data, path, layer = image_input(image)
     source = open_image(data, axes=axes, channel=channel)
+    target = None
     try:
+        net = _resolve_model(model, device)
+        cfg = AutoMaskConfig.build(config, net, **options)  # the model's defaults where none given
         geometry = medical_geometry(source, layer)
         frame_axes = source.axes[:-2]
         if frame_axes:
             axis = axis or ("z" if "z" in frame_axes else "t")
-        target, labels_layer = labels_target(labels, out, source)
+        target, labels_layer = labels_target(labels, out, source, force)
         # the engine resolves it so too; a CT volume's preset unless a window is given
         win = resolve_window(default_window(window, geometry), source.sample_values)
         cache = EmbeddingCache(directory=cache_dir) if cache_dir is not None else None
@@ -142,7 +152,10 @@ def segment_everything(
             ),
             runtime=runtime_entry(net),
         )
+    except BaseException as err:
+        discard_partial(target, out, err)
+        raise
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out, geometry)
+    return finish(target, labels_layer, record, out, geometry, force)

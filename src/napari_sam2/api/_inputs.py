@@ -10,6 +10,7 @@ from __future__ import annotations
 import os
 import shutil
 import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -17,11 +18,12 @@ from typing import Any
 
 import numpy as np
 import torch
+import zarr
 
 from ..engine import models as _models
 from ..engine.labels import LabelError, create_labels
 from ..engine.prompts import Prompt, PromptError
-from ..engine.provenance import ProvenanceError, file_sha256, temporary_path
+from ..engine.provenance import ProvenanceError, file_sha256, guard_output, temporary_path
 from ..engine.provenance.prompt_files import merge_prompts, prompts_from_table, read_prompts
 from ..engine.sources import ImageSource
 from ..model import Sam2Model
@@ -134,8 +136,9 @@ def default_window(window: Any, geometry: Any) -> Any:
     return window
 
 
-def labels_target(labels: Any, out: Any, source: ImageSource) -> tuple[Any, Any]:
-    """-> (the array to write into, the layer to refresh or None)."""
+def labels_target(labels: Any, out: Any, source: ImageSource, force: bool = False) -> tuple[Any, Any]:
+    """-> (the array to write into, the layer to refresh or None). A ``.zarr`` ``out`` is streamed
+    to its temporary name (:func:`discard_partial` removes it if the run does not finish)."""
     shape = (*source.frame_shape, *source.plane_hw)
     if labels is not None:
         layer = labels if is_layer(labels) else None
@@ -149,16 +152,36 @@ def labels_target(labels: Any, out: Any, source: ImageSource) -> tuple[Any, Any]
                 f"{Path(out).name}: NIfTI/NRRD labels are written in the geometry of a NIfTI, NRRD or DICOM "
                 "input; this image has none, so write .tif or .zarr"
             )
-        if Path(out).exists():
-            raise ProvenanceError(
-                f"{out} already exists; choose another output (labels are never overwritten)"
-            )
+        guard_output(out, force=force)
         if str(out).lower().endswith(".zarr"):
             tmp = temporary_path(out)
             if tmp.exists():
                 shutil.rmtree(tmp)
             return create_labels(shape, path=tmp), None
     return create_labels(shape), None
+
+
+def discard_partial(target: Any, out: Any, err: BaseException | None = None) -> None:
+    """Remove the temporary ``.zarr`` of ``out`` that ``target`` streams into, after a failed or
+    cancelled run (so no ``.NAME.zarr.tmp-PID`` folder is left behind); a ``Cancelled`` ``err``
+    then carries no labels (their folder is gone)."""
+    if out is None or not isinstance(target, zarr.Array):
+        return
+    tmp = temporary_path(out)
+    root = getattr(target.store, "root", None)
+    if root is not None and Path(root).absolute() == tmp.absolute():
+        shutil.rmtree(tmp, ignore_errors=True)
+        if getattr(err, "labels", None) is target:
+            err.labels = None
+
+
+def check_output(out: Any, force: bool) -> None:
+    """Before any work: ``out`` can be written (see :func:`~napari_sam2.engine.provenance.guard_output`);
+    leftovers of interrupted runs beside it are removed with a warning that says so."""
+    if out is None:
+        return
+    for stale in guard_output(out, force=force):
+        warnings.warn(f"removed {stale.name}, left by an interrupted run in {stale.parent}", stacklevel=3)
 
 
 # ---------------------------------------------------------------------------------------------- prompts
@@ -232,9 +255,17 @@ def prompt_map(prompts: Any, frame: Any, image_layer: Any) -> dict[PromptKey, Pr
     )
 
 
+def check_ids(prompts: Mapping[PromptKey, Prompt]) -> None:
+    """Object ids are positive ints (0 is the background), as the tracker requires."""
+    for _, obj in prompts:
+        if isinstance(obj, bool) or not isinstance(obj, (int, np.integer)) or obj < 1:
+            raise PromptError(f"object ids are positive ints, got {obj!r}")
+
+
 def check_frames(prompts: Mapping[PromptKey, Prompt], source: ImageSource) -> None:
     if not prompts:
         raise PromptError("no prompts: give at least one click or box")
+    check_ids(prompts)
     for (frame, obj), p in prompts.items():
         if len(frame) != len(source.frame_shape) or any(
             not 0 <= f < n for f, n in zip(frame, source.frame_shape)

@@ -20,7 +20,8 @@ Cancel = Callable[[], bool]
 
 
 class Cancelled(RuntimeError):
-    """``cancel()`` returned True; ``labels`` holds what was finished (whole planes only)."""
+    """``cancel()`` returned True; ``labels`` holds what was finished (whole planes only), or None
+    when the run streamed into a ``.zarr`` ``out`` (its unfinished folder is removed)."""
 
     def __init__(self, message: str, labels: Any = None) -> None:
         super().__init__(message)
@@ -38,12 +39,19 @@ class SegmentationResult:
         path: where the labels were saved, if they were.
         geometry: the :class:`~napari_sam2.engine.medical.MedicalGeometry` of a NIfTI, NRRD or
             DICOM input (spacing, affine, ...), which ``.nii.gz``/``.nrrd`` outputs are written in.
+        axes_guessed: None when the image's t/z axes were given or read from its metadata; else
+            a sentence saying which axes were guessed from the shape (pass ``axes=`` to be sure).
+            The record's ``image["axes_guessed"]`` holds the same.
     """
 
     labels: np.ndarray | zarr.Array
     record: ProvenanceRecord
     path: Path | None = None
     geometry: Any = None
+
+    @property
+    def axes_guessed(self) -> str | None:
+        return self.record.image.get("axes_guessed")
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the labels with their provenance to TIFF (``.tif``) or zarr (``.zarr``), or for a
@@ -57,12 +65,12 @@ class SegmentationResult:
         return python_script(self.record)
 
 
-def finish(target, layer, record, out, geometry=None) -> SegmentationResult:
+def finish(target, layer, record, out, geometry=None, force: bool = False) -> SegmentationResult:
     if layer is not None and callable(getattr(layer, "refresh", None)):
         layer.refresh()
     result = SegmentationResult(target, record, geometry=geometry)
     if out is not None:
-        result.save(out)
+        result.save(out, overwrite=force)
         if isinstance(target, zarr.Array):
             result.labels = read_labels(out)
     return result

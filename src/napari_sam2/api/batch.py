@@ -21,6 +21,7 @@ import glob
 import hashlib
 import json
 import os
+import warnings
 from collections.abc import Callable, Sequence
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field
@@ -28,7 +29,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from ..engine.provenance import ProvenanceError, labels_digest, read_labels, read_record
+from ..engine.provenance import ProvenanceError, guard_output, labels_digest, read_labels, read_record
 from . import core as api
 from ._inputs import LOADS, resolve_model
 
@@ -138,9 +139,13 @@ def plan(
     """One job per image. ``prompts`` is a file used for every image, or a pattern with
     ``{stem}`` (the image's name without suffix), e.g. ``"prompts/{stem}.csv"``.
 
+    ``out_dir`` is created if needed and checked for writing here, before any work; leftovers of
+    interrupted runs in it are removed (with a warning).
+
     Raises:
         BatchError: no images, an unknown mode, or two images with the same stem.
         FileNotFoundError: an input or a prompts file does not exist.
+        OutputError: ``out_dir`` cannot be created or written (the message names it).
     """
     if mode not in ("segment", "propagate"):
         raise BatchError(f"mode must be 'segment' or 'propagate', got {mode!r}")
@@ -156,6 +161,10 @@ def plan(
         if not prm.is_file():
             raise FileNotFoundError(f"prompts file not found for {image.name}: {prm}")
         out = out_dir / f"{stem}_labels{suffix}"
+        for stale in guard_output(out, force=True, create_folder=True):  # before any work
+            warnings.warn(
+                f"removed {stale.name}, left by an interrupted run, from {stale.parent}", stacklevel=2
+            )
         jobs.append(
             BatchJob(
                 str(image), str(prm.resolve()), str(out), mode, model, device, threads, dict(options or {})

@@ -35,6 +35,7 @@ import torch
 
 from ..engine.cache import EmbeddingCache
 from ..engine.frames import FrameError, FrameSequence
+from ..engine.intensity import resolve_window
 from ..engine.labels import LabelWriter, MaskPatch
 from ..engine.predictor import ImagePredictor
 from ..engine.prompts import PromptError
@@ -50,12 +51,16 @@ from ..engine.provenance import (
     runtime_entry,
 )
 from ..engine.sources import open_image
+from ..engine.timelapse import track_through_time
 from ..engine.tracker import Tracker
 from ..model import Sam2Model
 from ._automatic import segment_everything
 from ._inputs import (
     check_frames,
+    check_ids,
+    check_output,
     default_window,
+    discard_partial,
     image_input,
     labels_target,
     load_model,
@@ -64,6 +69,9 @@ from ._inputs import (
 )
 from ._inputs import resolve_model as _resolve_model
 from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
+
+AXIS_Z_T = "z+t"
+"""``propagate(axis=...)`` for 3D objects followed through time on (t, z, y, x) data."""
 
 __all__ = [
     "Cancelled",
@@ -96,6 +104,7 @@ def segment(
     labels: Any = None,
     overwrite: bool = False,
     out: str | os.PathLike | None = None,
+    force: bool = False,
     device: str | torch.device | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
@@ -118,24 +127,35 @@ def segment(
         cache_dir: keep tile embeddings on disk here (``napari-sam2 embed`` fills it).
         labels: write into these labels (array or napari Labels layer) instead of new ones.
         overwrite: a new mask may take voxels of other objects (default: never).
-        out: also save to this ``.tif`` or ``.zarr`` (must not exist; zarr is written as it goes),
-            or for a NIfTI/NRRD/DICOM input ``.nii.gz``/``.nii``/``.nrrd`` with the input's affine.
+        out: also save to this ``.tif`` or ``.zarr`` (zarr is written as it goes, under a hidden
+            temporary name that is removed if the run fails or is cancelled). Checked before any
+            work: its folder must exist and be writable, and it must not exist unless ``force``.
+            For a NIfTI/NRRD/DICOM input also ``.nii.gz``/``.nii``/``.nrrd`` with the input's affine.
+        force: replace an existing ``out``, once the new labels are complete (a failed run
+            leaves it as it was).
         device: "auto", "cpu", "cuda", ... for a model loaded here.
         progress: ``progress(objects_done, objects_total)``.
         cancel: polled before each object and tile; True raises :class:`Cancelled`.
 
+    Raises:
+        OutputError: ``out`` cannot be written (before any work; the message names the folder).
+        PromptError: an object id below 1, a prompt off the image or on a frame it lacks.
+
     Returns:
         A :class:`SegmentationResult`: labels shaped frames + (H, W), and the provenance record.
     """
-    net = _resolve_model(model, device)
+    check_output(out, force)  # before any work: an output that cannot be written fails now
     data, path, layer = image_input(image)
     pmap = prompt_map(prompts, frame, layer)
+    check_ids(pmap)
     source = open_image(data, axes=axes, channel=channel)
+    target = None
     try:
         geometry = medical_geometry(source, layer)
         win = default_window(window, geometry)  # a CT volume's preset unless a window is given
         check_frames(pmap, source)
-        target, labels_layer = labels_target(labels, out, source)
+        net = _resolve_model(model, device)
+        target, labels_layer = labels_target(labels, out, source, force)
         cache = EmbeddingCache(directory=cache_dir) if cache_dir is not None else None
         pred = ImagePredictor(
             net,
@@ -181,10 +201,13 @@ def segment(
             options=options_entry(window, axes, channel, overwrite=overwrite, multimask=multimask),
             runtime=runtime_entry(net),
         )
+    except BaseException as err:
+        discard_partial(target, out, err)
+        raise
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out, geometry)
+    return finish(target, labels_layer, record, out, geometry, force)
 
 
 def propagate(
@@ -204,6 +227,7 @@ def propagate(
     labels: Any = None,
     overwrite: bool = False,
     out: str | os.PathLike | None = None,
+    force: bool = False,
     device: str | torch.device | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
@@ -214,66 +238,85 @@ def propagate(
         image: a (z, y, x), (t, y, x) or (t, z, y, x) image (any input :func:`segment` takes).
         prompts: keyed by the image's full frame index, e.g. ``{(z, obj_id): Prompt}`` or
             ``{(t, z, obj_id): Prompt}``; see the module docstring.
-        axis: "z" or "t" (default: z if the image has it).
+        axis: "z" or "t" (default: z if the image has it), or ``"z+t"`` on (t, z, y, x) data:
+            each object is segmented in 3D at its prompted time points and followed through
+            time (:func:`~napari_sam2.engine.timelapse.track_through_time`); keys are then
+            ``{(t, z, obj_id): Prompt}`` and every time point is written.
         fixed: the index of the other axis of a (t, z, y, x) image, e.g. ``{"t": 3}``; by default
             taken from the prompts when they all share it.
-        frame, window, axes, channel, labels, overwrite, out, device: as in :func:`segment`.
+        frame, window, axes, channel, labels, overwrite, out, force, device: as in :func:`segment`.
         crop, max_crop: native-resolution crops for large frames
             (:class:`~napari_sam2.engine.tracker.Tracker`).
         stop_after_absent: stop following an object after this many absent frames.
-        progress: ``progress(frames_done, frames_total)``. cancel: polled before each frame;
+        progress: ``progress(frames_done, frames_total)`` (time points with ``"z+t"``). cancel: polled before each frame;
             True raises :class:`Cancelled` (finished frames stay written).
 
     Returns:
         A :class:`SegmentationResult` with labels over the whole image; only the frames along
-        ``axis`` (at ``fixed``) are written.
+        ``axis`` (at ``fixed``) are written (all of them with ``"z+t"``).
     """
-    net = _resolve_model(model, device)
+    check_output(out, force)  # before any work: an output that cannot be written fails now
     data, path, layer = image_input(image)
     pmap = prompt_map(prompts, frame, layer)
+    check_ids(pmap)
     source = open_image(data, axes=axes, channel=channel)
+    target = None
     try:
         geometry = medical_geometry(source, layer)
         win = default_window(window, geometry)  # a CT volume's preset unless a window is given
         check_frames(pmap, source)
         frame_axes = source.axes[:-2]
         axis = axis or ("z" if "z" in frame_axes else "t")
-        if axis not in frame_axes:
-            raise FrameError(
-                f"the image has no {axis} axis (axes {source.axes!r}); use axis={frame_axes[:1]!r}"
-            )
-        if len(frame_axes) == 2 and fixed is None:
-            other = frame_axes.replace(axis, "")
-            values = {f[frame_axes.index(other)] for f, _ in pmap}
-            if len(values) == 1:
-                fixed = {other: values.pop()}
-        fixed = {k: int(v) for k, v in (fixed or {}).items()}
-        seq = FrameSequence(source, axis=axis, fixed=fixed, window=win, image_size=net.config.image_size)
-        pos = frame_axes.index(axis)
-        for f, obj in pmap:
-            if any(f[frame_axes.index(k)] != v for k, v in fixed.items() if k in frame_axes):
-                raise PromptError(
-                    f"object {obj}'s prompt on frame {list(f)} is not at {fixed}; propagation runs there"
+        if axis == AXIS_Z_T:
+            net, target, labels_layer, resolved, report = _through_time(
+                source, pmap, model, device, fixed, win, crop, max_crop, stop_after_absent,
+                labels, out, force, overwrite, progress, cancel,
+            )  # fmt: skip
+            fixed, window_used = {}, resolved
+            if report.cancelled:
+                raise Cancelled(
+                    f"cancelled after {len(report.objects)} of {source.frame_shape[0]} time points", target
                 )
-        target, labels_layer = labels_target(labels, out, source)
-        tracker = Tracker(net, seq, len(seq), seq.frame_hw, crop=crop, max_crop=max_crop)
-        for (f, obj), p in sorted(pmap.items()):
-            tracker.add_prompt(f[pos], obj, p)
-        report = tracker.run(
-            LabelWriter(target, overwrite=overwrite),
-            index=seq.source_index,
-            progress=progress,
-            cancel=cancel,
-            stop_after_absent=stop_after_absent,
-        )
-        if report.cancelled:
-            raise Cancelled(f"cancelled after {len(report.frames)} of {report.total} frames", target)
+        else:
+            if axis not in frame_axes:
+                hint = f"; or axis={AXIS_Z_T!r} for (t, z) data" if frame_axes == "tz" else ""
+                raise FrameError(
+                    f"the image has no {axis} axis (axes {source.axes!r}); use axis={frame_axes[:1]!r}{hint}"
+                )
+            if len(frame_axes) == 2 and fixed is None:
+                other = frame_axes.replace(axis, "")
+                values = {f[frame_axes.index(other)] for f, _ in pmap}
+                if len(values) == 1:
+                    fixed = {other: values.pop()}
+            fixed = {k: int(v) for k, v in (fixed or {}).items()}
+            for f, obj in pmap:
+                if any(f[frame_axes.index(k)] != v for k, v in fixed.items() if k in frame_axes):
+                    raise PromptError(
+                        f"object {obj}'s prompt on frame {list(f)} is not at {fixed}; propagation runs there"
+                    )
+            net = _resolve_model(model, device)
+            seq = FrameSequence(source, axis=axis, fixed=fixed, window=win, image_size=net.config.image_size)
+            pos = frame_axes.index(axis)
+            target, labels_layer = labels_target(labels, out, source, force)
+            tracker = Tracker(net, seq, len(seq), seq.frame_hw, crop=crop, max_crop=max_crop)
+            for (f, obj), p in sorted(pmap.items()):
+                tracker.add_prompt(f[pos], obj, p)
+            report = tracker.run(
+                LabelWriter(target, overwrite=overwrite),
+                index=seq.source_index,
+                progress=progress,
+                cancel=cancel,
+                stop_after_absent=stop_after_absent,
+            )
+            if report.cancelled:
+                raise Cancelled(f"cancelled after {len(report.frames)} of {report.total} frames", target)
+            window_used = seq.window
         record = ProvenanceRecord(
             kind="propagate",
             image=image_entry(source, path),
             prompts=prompt_entries(pmap),
             model=model_entry(net),
-            window=list(seq.window.as_tuple()),
+            window=list(window_used.as_tuple()),
             tiling={},
             propagation={
                 "axis": axis,
@@ -285,10 +328,53 @@ def propagate(
             options=options_entry(window, axes, channel, overwrite=overwrite),
             runtime=runtime_entry(net),
         )
+    except BaseException as err:
+        discard_partial(target, out, err)
+        raise
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out, geometry)
+    return finish(target, labels_layer, record, out, geometry, force)
+
+
+def _through_time(
+    source: Any,
+    pmap: dict,
+    model: Any,
+    device: Any,
+    fixed: Any,
+    window: Any,
+    crop: Any,
+    max_crop: Any,
+    stop_after_absent: Any,
+    labels: Any,
+    out: Any,
+    force: bool,
+    overwrite: bool,
+    progress: Progress | None,
+    cancel: Cancel | None,
+) -> tuple:
+    """``propagate(axis="z+t")``: 3D objects followed through time on (t, z, y, x) data
+    (:func:`~napari_sam2.engine.timelapse.track_through_time`)."""
+    if source.axes[:-2] != "tz":
+        raise FrameError(
+            f"axis={AXIS_Z_T!r} follows 3D objects through time and needs a (t, z, y, x) image; "
+            f"this one has axes {source.axes!r}"
+            + (" (a guess: pass axes='tzyx' if the file has t and z)" if source.axes_guessed else "")
+        )
+    if fixed:
+        raise FrameError(
+            f"axis={AXIS_Z_T!r} runs through every time point and slice; leave out fixed={fixed}"
+        )
+    net = _resolve_model(model, device)
+    win = resolve_window(window, source.sample_values)
+    target, labels_layer = labels_target(labels, out, source, force)
+    prompts3 = {(f[0], f[1], obj): p for (f, obj), p in sorted(pmap.items())}
+    report = track_through_time(
+        net, source, prompts3, LabelWriter(target, overwrite=overwrite), window=win, crop=crop,
+        max_crop=max_crop, progress=progress, cancel=cancel, stop_after_absent=stop_after_absent,
+    )  # fmt: skip
+    return net, target, labels_layer, win, report
 
 
 @contextlib.contextmanager

@@ -91,7 +91,10 @@ def _segment_options(p: argparse.ArgumentParser) -> None:
 
 def _propagate_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
-        "--axis", choices=("z", "t"), default=None, help="propagate along z or t (default: z if present)"
+        "--axis",
+        choices=("z", "t", "z+t"),
+        default=None,
+        help="propagate along z or t (default: z if present); z+t: 3D objects through time on t,z data",
     )
     p.add_argument("--fixed", type=parse.parse_fixed, default=None, help="other axis of t,z data, e.g. t=3")
     p.add_argument(
@@ -282,8 +285,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         code = _exit_code(err)
         if code is None:
             raise  # a bug, not a user error: keep the traceback
-        print(f"{PROG}: error: {err}", file=sys.stderr)
+        print(f"{PROG}: error: {_one_line(err)}", file=sys.stderr)
         return code
+
+
+def _one_line(err: Exception) -> str:
+    """The first line of an error's message; the rest (sources tried, manual steps) under --debug."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if len(lines) <= 1:
+        return lines[0] if lines else type(err).__name__
+    return f"{lines[0]} (details: {PROG} --debug ...)"
 
 
 def _exit_code(err: Exception) -> int | None:

@@ -5,16 +5,23 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import shutil
 import sys
 from collections.abc import Iterator
 from pathlib import Path
 
 from .. import api
+from ..api._inputs import check_ids
 from ..engine.automask import AutoMaskConfig
 from ..engine.cache import EmbeddingCache
 from ..engine.predictor import ImagePredictor
-from ..engine.provenance import labels_digest, python_script, read_labels, read_record
+from ..engine.provenance import (
+    guard_output,
+    labels_digest,
+    python_script,
+    read_labels,
+    read_prompts,
+    read_record,
+)
 from ..engine.sources import open_image
 
 _FAIL = 1
@@ -49,22 +56,31 @@ def _exists(path: str, what: str) -> None:
 
 
 def _prepare_out(args: argparse.Namespace) -> None:
-    out = Path(args.out)
-    if not out.name.lower().endswith((".tif", ".tiff", ".zarr", ".nii", ".nii.gz", ".nrrd")):
-        raise ValueError(
-            f"--out {out}: labels are written as .tif/.tiff or .zarr, or for a NIfTI/NRRD/DICOM input "
-            ".nii.gz/.nii/.nrrd"
-        )
-    if out.exists():
-        if not args.force:
-            raise ValueError(f"{out} exists; pass --force to replace it")
-        shutil.rmtree(out) if out.is_dir() else out.unlink()
-    out.parent.mkdir(parents=True, exist_ok=True)
+    """Check ``--out`` before any work (an existing one is replaced only when the new labels are
+    complete; see :func:`~napari_sam2.engine.provenance.guard_output`); create its folder."""
+    removed = guard_output(
+        args.out, force=args.force, create_folder=True, exists_hint="pass --force to replace it"
+    )
+    for stale in removed:
+        _note(f"removed {stale.name}, left by an interrupted run, from {stale.parent}")
 
 
-def _inputs(args: argparse.Namespace) -> None:
+def _note(message: str) -> None:
+    print(f"napari-sam2: note: {message}", file=sys.stderr)
+
+
+def _notes(result: api.SegmentationResult) -> None:
+    if result.axes_guessed:
+        _note(result.axes_guessed)
+
+
+def _inputs(args: argparse.Namespace) -> dict:
+    """The image must exist; the prompts are read and their object ids checked (before any work)."""
     _exists(args.image, "image")
     _exists(args.prompts, "prompts file")
+    prompts = read_prompts(args.prompts)
+    check_ids(prompts)
+    return prompts
 
 
 def _summary(result: api.SegmentationResult) -> str:
@@ -81,13 +97,13 @@ def _summary(result: api.SegmentationResult) -> str:
 
 # ---------------------------------------------------------------------------------------------- commands
 def segment(args: argparse.Namespace) -> int:
-    _inputs(args)
+    prompts = _inputs(args)
     _prepare_out(args)
     model = api.resolve_model(args.model, args.device)  # a missing model fails before the bar
     with progress_bar("segment", args.quiet, "obj") as bar:
         result = api.segment(
             args.image,
-            args.prompts,
+            prompts,
             model=model,
             window=args.window,
             tile_size=args.tile_size,
@@ -98,21 +114,23 @@ def segment(args: argparse.Namespace) -> int:
             cache_dir=args.cache_dir,
             overwrite=args.overwrite_objects,
             out=args.out,
+            force=args.force,
             device=args.device,
             progress=bar,
         )
+    _notes(result)
     print(_summary(result))
     return 0
 
 
 def propagate(args: argparse.Namespace) -> int:
-    _inputs(args)
+    prompts = _inputs(args)
     _prepare_out(args)
     model = api.resolve_model(args.model, args.device)  # a missing model fails before the bar
     with progress_bar("propagate", args.quiet, "frame") as bar:
         result = api.propagate(
             args.image,
-            args.prompts,
+            prompts,
             model=model,
             axis=args.axis,
             fixed=args.fixed,
@@ -124,9 +142,11 @@ def propagate(args: argparse.Namespace) -> int:
             channel=args.channel,
             overwrite=args.overwrite_objects,
             out=args.out,
+            force=args.force,
             device=args.device,
             progress=bar,
         )
+    _notes(result)
     print(_summary(result))
     return 0
 
@@ -160,9 +180,11 @@ def auto(args: argparse.Namespace) -> int:
             channel=args.channel,
             cache_dir=args.cache_dir,
             out=args.out,
+            force=args.force,
             device=args.device,
             progress=bar,
         )
+    _notes(result)
     print(_summary(result))
     return 0
 

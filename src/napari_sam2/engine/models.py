@@ -8,6 +8,7 @@ already in the cache (smallest first), else the small demo model that ships insi
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -49,6 +50,9 @@ DEFAULT_PREFERENCE = (
 )
 """Official weights :func:`default_model` uses when they are already cached, in this order."""
 
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth", ".ckpt", ".bin", ".safetensors")
+"""Suffixes that make a missing ``source`` a missing file rather than an unknown model name."""
 
 DEMO_FILE = Path(__file__).resolve().parent.parent / "data" / "demo_sam2.pt"
 """Where the demo checkpoint lives inside the installed package."""
@@ -127,10 +131,14 @@ def load_model(
         name = str(source).removesuffix(".pt")
         name = ALIASES.get(name, name)
         if name not in OFFICIAL_WEIGHTS and name not in FAMILY_WEIGHTS:
-            if path.suffix or os.sep in str(source) or "/" in str(source):
+            known = [*OFFICIAL_WEIGHTS, *FAMILY_WEIGHTS, *ALIASES, DEMO_NAME]
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.6)
+            looks_like_file = path.suffix.lower() in CHECKPOINT_SUFFIXES and not close
+            if looks_like_file or os.sep in str(source) or "/" in str(source):
                 raise CheckpointError(f"checkpoint file not found: {path}")
+            hint = f" (did you mean {' or '.join(map(repr, close))}?)" if close else ""
             raise UnknownWeightsError(
-                f"{source!r} is neither a file nor a known model name; names: "
+                f"{source!r} is neither a file nor a known model name{hint}; names: "
                 f"{', '.join([*OFFICIAL_WEIGHTS, *FAMILY_WEIGHTS, *ALIASES])}, "
                 f"or {DEMO_NAME!r} for the shipped demo model"
             )

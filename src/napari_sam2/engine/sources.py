@@ -62,6 +62,9 @@ class ImageSource:
         levels: array-likes, level 0 first then coarser ones, each indexable with ints and slices in
             ``axes`` order (+ a trailing colour axis of size 3 when ``rgb``); shapes differ per level.
         identity: a cheap signature of the data and of how it is viewed (axes, channel), for cache keys.
+        axes_guessed: None when the t/z axes were given (``axes=``) or read from metadata; else a
+            sentence saying they were inferred from the shape (e.g. a 3D TIFF whose axes read
+            ``QYX`` opens as "zyx", which may be time).
         medical: the :class:`~napari_sam2.engine.medical.MedicalGeometry` of a NIfTI/NRRD/DICOM
             input (spacing, affine, modality, intensity preset); None for other images.
     """
@@ -74,6 +77,7 @@ class ImageSource:
         rgb: bool,
         identity: str,
         closers: Sequence[Callable[[], None]] = (),
+        axes_guessed: str | None = None,
         medical: Any = None,
     ) -> None:
         if axes not in ("yx", "zyx", "tyx", "tzyx"):
@@ -88,6 +92,7 @@ class ImageSource:
         self.frame_shape = shape[: len(axes) - 2]
         self.plane_hw = (shape[len(axes) - 2], shape[len(axes) - 1])
         self.identity = identity
+        self.axes_guessed = axes_guessed
         self._closers = list(closers)
         self._closed = False
         self.medical = medical
@@ -245,12 +250,14 @@ class _Raw:
     """What a loader found, before axes are resolved.
 
     ``axes``: letters from metadata, "?" for an axis it names but we do not know (None: no metadata);
+    ``named``: the file's own axis letters when they could not be used (e.g. TIFF "QYX");
     ``rgb_hint``: the metadata says the last axis holds colour samples; ``prefix``: file identity (None:
     in memory); ``sample``: add a content hash to the identity; ``closers``: release file handles.
     """
 
     levels: Sequence[Any]
     axes: str | None = None
+    named: str | None = None
     rgb_hint: bool = False
     prefix: str | None = None
     sample: bool = True
@@ -309,7 +316,7 @@ def _build(raw: _Raw, axes: str | None, channel: int | None, rgb: bool | None) -
         raise SourceError(f"expected a 2D to 5D image, got {len(shape)}D with shape {shape}")
     if 0 in shape:
         raise SourceError(f"the image is empty: shape {shape} has a zero-size axis")
-    implied_rgb = False
+    implied_rgb, guessed = False, None
     if axes is not None:
         raw_axes = _check_axes(axes, shape, "axes")
     elif raw.axes is not None:
@@ -322,6 +329,11 @@ def _build(raw: _Raw, axes: str | None, channel: int | None, rgb: bool | None) -
         implied_rgb = raw.rgb_hint and raw_axes[-1] == "c"
     else:
         raw_axes, implied_rgb = _infer_axes(shape, rgb)
+        if any(a in "tz" for a in raw_axes):
+            named = f" (the file names its axes {raw.named!r})" if raw.named else ""
+            other = raw_axes.replace("z", "t", 1) if "t" not in raw_axes else None
+            fix = f"if it is a time series, pass axes={other!r}" if other else "pass axes= if they are wrong"
+            guessed = f"axes {raw_axes!r} were guessed from the shape {shape}{named}; {fix}"
     channel_key, is_rgb = _resolve_channel(raw_axes, shape, channel, rgb, implied_rgb)
 
     out_axes = "".join(a for a in "tzyx" if a in raw_axes)
@@ -356,7 +368,13 @@ def _build(raw: _Raw, axes: str | None, channel: int | None, rgb: bool | None) -
     ]
     identity = "|".join(p for p in parts if p)
     return ImageSource(
-        levels, out_axes, rgb=is_rgb, identity=identity, closers=raw.closers, medical=raw.medical
+        levels,
+        out_axes,
+        rgb=is_rgb,
+        identity=identity,
+        closers=raw.closers,
+        axes_guessed=guessed,
+        medical=raw.medical,
     )
 
 
@@ -583,7 +601,10 @@ def _load_tiff(path: Path) -> _Raw:
     prefix = f"tiff:{path.resolve()}|size={stat.st_size}|mtime_ns={stat.st_mtime_ns}"
     closers = [store.close for store in stores] + [tif.close]
     rgb_hint = series.axes.endswith("S")
-    return _Raw(levels, axes=axes, rgb_hint=rgb_hint, prefix=prefix, sample=False, closers=closers)
+    named = series.axes if axes is None else None
+    return _Raw(
+        levels, axes=axes, named=named, rgb_hint=rgb_hint, prefix=prefix, sample=False, closers=closers
+    )
 
 
 def _zarr_prefix(array: zarr.Array, folders: Sequence[str]) -> str | None:

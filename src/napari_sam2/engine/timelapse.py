@@ -60,6 +60,7 @@ def track_through_time(
     *,
     window: IntensityWindow | Sequence[float] | str | None = None,
     crop: int | str | None = "auto",
+    max_crop: int | None = None,
     times: Sequence[int] | None = None,
     progress: Progress | None = None,
     cancel: Cancel | None = None,
@@ -73,7 +74,8 @@ def track_through_time(
         prompts: {(t, z, obj_id): Prompt}; several per object are allowed (keyframes).
         writer: a LabelWriter over (t, z, H, W) labels.
         window: the intensity window, resolved once for the whole dataset.
-        crop: the tracker's ``crop`` (native-resolution crops for large frames).
+        crop, max_crop: the tracker's ``crop`` and ``max_crop`` (native-resolution crops for
+            large frames).
         times: the time points to process (default: all).
         progress: ``progress(time_points_done, total)``.
         cancel: polled between frames; time points already finished stay written.
@@ -122,13 +124,13 @@ def track_through_time(
             )
             for t in order:
                 seq = sequence(t)
-                tracker = Tracker(model, seq, n_z, seq.frame_hw, crop=crop)
+                tracker = Tracker(model, seq, n_z, seq.frame_hw, crop=crop, max_crop=max_crop)
                 for (pt, z, obj), prompt in prompts.items():
                     if pt == t:
                         tracker.add_prompt(z, obj, prompt)
                 for obj, (z, mask, prev_seq) in carried.items():
                     if obj not in tracker.tracks:
-                        moved = _step_in_time(model, prev_seq, seq, z, obj, mask, crop)
+                        moved = _step_in_time(model, prev_seq, seq, z, obj, mask, crop, max_crop)
                         if moved is not None:
                             tracker.add_mask(z, obj, moved)
                 carried = {}
@@ -174,9 +176,10 @@ def _step_in_time(
     obj: int,
     mask: np.ndarray,
     crop: int | str | None,
+    max_crop: int | None = None,
 ) -> np.ndarray | None:
     """Track ``mask`` on slice ``z`` from the previous time point to this one; None if lost."""
-    pair = Tracker(model, _Pair(prev, seq, z), 2, seq.frame_hw, crop=crop)
+    pair = Tracker(model, _Pair(prev, seq, z), 2, seq.frame_hw, crop=crop, max_crop=max_crop)
     pair.add_mask(0, obj, mask)
     pair.run()
     result = pair.tracks[obj].tracked_only[1]

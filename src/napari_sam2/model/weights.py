@@ -175,8 +175,9 @@ _META_BASE = "https://dl.fbaipublicfiles.com/segment_anything_2"
 # - sam2_hiera_tiny: huggingface.co/facebook/sam2-hiera-tiny, commit a8e4b46 "Upload sam2_hiera_tiny.pt"
 #   (Git LFS pointer: oid sha256 + size).
 # - sam2_hiera_small: SHA-256 from huggingface.co/facebook/sam2-hiera-small/blob/refs%2Fpr%2F1/sam2_hiera_small.pt
-#   (commit 4868896, "Git LFS Details"). Size left None: the only exact figure found (184309650) was in an
-#   unattributed script, and the SHA-256 already verifies the file.
+#   (commit 4868896, "Git LFS Details"). Size 184,309,650 bytes from SAMJ (ai.nets.samj.install.Sam2EnvManager,
+#   SAM2_BYTE_SIZES_MAP), whose tiny and large sizes equal the LFS pointers cited here; public download manifests
+#   pin the same size together with this SHA-256. No Git LFS pointer of this object was found.
 # - sam2_hiera_base_plus: SHA-256 from huggingface.co/facebook/sam2-hiera-base-plus (commit b470a6f);
 #   size from the LFS pointer of the same object (same oid) in huggingface.co/merve/sam2-hiera-base-plus,
 #   commit 838f027.
@@ -202,7 +203,7 @@ _OFFICIAL_TABLE: tuple[tuple[str, str, str, str | None, int | None], ...] = (
         "072824",
         "facebook/sam2-hiera-small",
         "95949964d4e548409021d47b22712d5f1abf2564cc0c3c765ba599a24ac7dce3",
-        None,
+        184_309_650,
     ),
     (
         "sam2_hiera_base_plus",

@@ -24,7 +24,16 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
 from ..engine.intensity import dataset_window
-from ._layers import ImageGeometry, LayerError, current_frame, image_geometry, image_source, raw_layer
+from ._layers import (
+    ImageGeometry,
+    LayerError,
+    current_frame,
+    image_geometry,
+    image_source,
+    raw_layer,
+    same_layer,
+    stack_axis_hint,
+)
 
 __all__ = ["NEW_LABELS", "WINDOW_DATASET", "WINDOW_DISPLAY", "DataPicker", "labels_name"]
 
@@ -84,6 +93,7 @@ class DataPicker(QGroupBox):
         form.addRow("Labels", self.labels_combo)
         form.addRow("Model input", self.window_combo)
         form.addRow(self.window_label)
+        self.image_combo.currentIndexChanged.connect(lambda _: self._follow_axis_labels())
         self.image_combo.currentIndexChanged.connect(lambda _: self.changed.emit())
         self.stack_axis_combo.currentIndexChanged.connect(lambda _: self.changed.emit())
         self.window_combo.currentIndexChanged.connect(lambda _: self.show_window())
@@ -92,6 +102,7 @@ class DataPicker(QGroupBox):
 
     def refresh(self) -> None:
         """Refill the image and labels pickers from the viewer's layers (keeps the selections)."""
+        before = self.image_layer
         for combo, kind, extra in ((self.image_combo, Image, []), (self.labels_combo, Labels, [NEW_LABELS])):
             current = combo.currentText()
             combo.blockSignals(True)
@@ -99,7 +110,19 @@ class DataPicker(QGroupBox):
             combo.addItems(extra + [layer.name for layer in self.viewer.layers if isinstance(layer, kind)])
             combo.setCurrentIndex(max(combo.findText(current), 0))
             combo.blockSignals(False)
+        if not same_layer(self.image_layer, before):  # a newly picked image; a user's choice for it is kept
+            self._follow_axis_labels()
         self.show_window()
+
+    def _follow_axis_labels(self) -> None:
+        """Set the 3D stack axis from the picked layer's axis labels when they name it ("t" for
+        time, "z"); napari's numbered default labels ("-3") leave the choice as it is."""
+        layer = self.image_layer
+        if layer is None or layer.ndim - bool(getattr(layer, "rgb", False)) != 3:
+            return
+        hint = stack_axis_hint(layer, self.viewer.dims.axis_labels)
+        if hint is not None and hint != self.stack_axis_combo.currentText():
+            self.stack_axis_combo.setCurrentText(hint)
 
     @property
     def image_layer(self) -> Image | None:

@@ -24,6 +24,7 @@ __all__ = [
     "level0",
     "image_geometry",
     "image_source",
+    "stack_axis_hint",
     "to_image_coords",
     "current_frame",
     "frame_prompt",
@@ -34,6 +35,7 @@ __all__ = [
 ]
 
 _TIME_LABELS = ("t", "time", "frame", "frames")
+_Z_LABELS = ("z", "depth", "slice", "slices", "plane", "planes")
 
 
 class LayerError(ValueError):
@@ -88,8 +90,9 @@ def image_geometry(layer, axis_labels: Sequence[str] = (), stack_axis: str | Non
 
     Args:
         layer: a napari Image layer (multiscale and RGB allowed).
-        axis_labels: the viewer's ``dims.axis_labels``; for 3D data a last-three label of "t"/"time"
-            on the leading axis makes it a time series.
+        axis_labels: the viewer's ``dims.axis_labels``; for 3D data a time label on the leading
+            axis (the layer's own ``axis_labels`` first) makes it a time series
+            (:func:`stack_axis_hint`).
         stack_axis: "z" or "t" to say what the leading axis of 3D data is (overrides the labels).
 
     Raises:
@@ -103,8 +106,7 @@ def image_geometry(layer, axis_labels: Sequence[str] = (), stack_axis: str | Non
         axes = "yx"
     elif nd == 3:
         if stack_axis is None:
-            label = str(axis_labels[-3]).lower() if len(axis_labels) >= 3 else ""
-            stack_axis = "t" if label in _TIME_LABELS else "z"
+            stack_axis = stack_axis_hint(layer, axis_labels) or "z"
         if stack_axis not in ("z", "t"):
             raise LayerError(f"the stack axis must be 'z' or 't', got {stack_axis!r}")
         axes = stack_axis + "yx"
@@ -116,6 +118,24 @@ def image_geometry(layer, axis_labels: Sequence[str] = (), stack_axis: str | Non
             "(z or t) and 4D (t, z) images: split the channels first (right-click the layer > Split Stack)"
         )
     return ImageGeometry(axes, rgb, shape)
+
+
+def stack_axis_hint(layer, axis_labels: Sequence[str] = ()) -> str | None:
+    """ "t" or "z" when an axis label names the leading axis of a 3D layer, else None.
+
+    The layer's own ``axis_labels`` (napari >= 0.6) are read first, then the viewer's
+    ``dims.axis_labels`` (whose last three belong to a 3D layer's axes). napari's default labels,
+    numbers such as "-3" or "0", say nothing and are skipped.
+    """
+    for labels in (tuple(getattr(layer, "axis_labels", None) or ()), tuple(axis_labels or ())):
+        if len(labels) < 3:
+            continue
+        label = str(labels[-3]).strip().lower()
+        if label in _TIME_LABELS:
+            return "t"
+        if label in _Z_LABELS:
+            return "z"
+    return None
 
 
 def image_source(layer, geometry: ImageGeometry) -> ImageSource:

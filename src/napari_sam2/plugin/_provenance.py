@@ -99,10 +99,7 @@ def session_record(
     last = propagations[-1] if propagations else None
     axis = last.axis if last is not None else None
     objects = {s.object_id for s in propagations}
-    if axis == "z+t":
-        caveats.append("3D propagation through time is not in the script (it segments each prompted slice)")
-        axis = None
-    elif propagations and objects != {obj for _, obj in pmap}:
+    if propagations and objects != {obj for _, obj in pmap}:
         caveats.append(
             f"the script segments each prompted slice: objects {sorted(objects)} were propagated but not every "
             "prompted object was (the API propagates all or none)"
@@ -110,7 +107,7 @@ def session_record(
         axis = None
     propagation, tiling, options = None, {}, {}
     if axis is not None:
-        fixed = last.fixed
+        fixed = {} if axis == "z+t" else last.fixed  # z+t runs through every time point and slice
         if any((s.axis, s.fixed) != (axis, fixed) for s in propagations):
             caveats.append(
                 f"objects were propagated along different axes or slices; the script uses {axis} at {fixed}"

@@ -33,6 +33,7 @@ import numpy as np
 import tifffile
 import zarr
 
+from .outputs import OutputError, atomic_output, guard_output, temporary_path
 from .prompt_files import prompts_from_table, read_prompts
 from .record import (
     FORMAT_VERSION,
@@ -69,6 +70,9 @@ __all__ = [
     "read_labels",
     "read_record",
     "write_sidecar",
+    "OutputError",
+    "guard_output",
+    "temporary_path",
     "python_script",
 ]
 
@@ -123,9 +127,10 @@ def write_labels(
     """Write ``labels`` with ``record`` (its ``labels`` entry filled in here) to TIFF or zarr, or to
     NIfTI/NRRD in the ``geometry`` of the medical volume they were made on (record in a sidecar).
 
-    The file appears under its final name only when complete (written beside it, then renamed),
-    so an interrupted run never leaves a finished-looking output. A zarr ``labels`` array that
-    already lives at ``path``'s temporary name is moved, not copied (see the API's ``out=``).
+    The file appears under its final name only when complete (written beside it, then renamed;
+    :func:`.outputs.atomic_output`), so an interrupted run never leaves a finished-looking output
+    and an existing one (``overwrite=True``) stays as it was if writing fails. A zarr ``labels``
+    array that already lives at ``path``'s temporary name is moved, not copied (the API's ``out=``).
 
     Raises:
         ProvenanceError: an unknown suffix, ``path`` exists and ``overwrite`` is False, or a
@@ -157,7 +162,7 @@ def write_labels(
     streamed = kind == "zarr" and isinstance(labels, zarr.Array) and root is not None and Path(root) == tmp
     if not streamed:
         _remove(tmp)
-    try:
+    with atomic_output(path) as tmp:
         if kind == "tiff":
             tifffile.imwrite(
                 tmp, np.asarray(labels), photometric="minisblack", metadata={ATTR: meta}, compression="zlib"
@@ -171,17 +176,7 @@ def write_labels(
                 for index in np.ndindex(*labels.shape[:-2]) if labels.ndim > 2 else [()]:
                     out[index] = np.asarray(labels[index])
             zarr.open_array(str(tmp), mode="r+").attrs[ATTR] = meta
-        _remove(path)
-        os.replace(tmp, path)
-    finally:
-        _remove(tmp)
     return path
-
-
-def temporary_path(path: str | os.PathLike) -> Path:
-    """Where :func:`write_labels` builds ``path`` before renaming it (stream zarr labels here)."""
-    path = Path(path)
-    return path.with_name(f".{path.name}.tmp-{os.getpid()}")
 
 
 def _remove(path: Path) -> None:

@@ -175,7 +175,7 @@ def _read_plain_csv(rows: list[dict], header: list[str], name: str) -> dict:
             label = _label_value(r.get("label") or 1, f"{name} line {i}")
             point_rows.append(([*frame, float(r["row"]), float(r["col"])], {**obj, "label": label}))
     pts = prompts_from_table(
-        np.array([c for c, _ in point_rows]).reshape(len(point_rows), -1),
+        np.array([c for c, _ in point_rows], dtype=np.float64).reshape(len(point_rows), len(frame_cols) + 2),
         {"obj_id": [f["obj_id"] for _, f in point_rows], "label": [f["label"] for _, f in point_rows]},
         False,
         name,

@@ -38,8 +38,9 @@ class ProvenanceRecord:
     Attributes:
         kind: "segment" (each prompted plane on its own), "propagate" (through z or t) or "auto"
             (automatic instance segmentation, no prompts).
-        image: path (None for in-memory data), identity, shape, dtype, axes, channel; for a medical
-            volume also ``medical``: spacing_mm, orientation, affine, modality and the intensity preset.
+        image: path (None for in-memory data), identity, shape, dtype, axes, axes_guessed (None, or
+            the sentence saying the t/z axes were guessed from the shape); for a medical volume
+            also ``medical``: spacing_mm, orientation, affine, modality and the intensity preset.
         prompts: one entry per (frame, object): frame (list of ints over the t/z axes), obj_id,
             points ([[row, col], ...]), labels (1/0), box ([row0, col0, row1, col1] or None).
         model: source (name or path as given, None if unknown), name (config), family ("sam2",
@@ -184,6 +185,7 @@ def image_entry(source: Any, path: str | None) -> dict[str, Any]:
         "shape": shape,
         "dtype": str(source.dtype),
         "axes": source.axes,
+        "axes_guessed": getattr(source, "axes_guessed", None),
     }
     medical = getattr(source, "medical", None)
     if medical is not None:  # spacing, orientation, affine, modality and intensity preset
