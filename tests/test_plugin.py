@@ -19,6 +19,7 @@ import pytest
 import torch
 from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QApplication
+from scipy import ndimage
 
 from flood_backend import BatchedFlood, FloodFillBackend
 from helpers import auto_mask, iou, make_model, make_volume, save_tiny, write_tiff
@@ -73,8 +74,6 @@ def largest(stack, z):
     return int(ids[np.argmax(counts)])
 
 
-
-
 def errors_since(n):
     return [str(r.message) for r in notification_manager.records[n:]]
 
@@ -91,6 +90,25 @@ def test_click_segments_the_object_on_the_current_slice_only(viewer, qtbot, stac
     assert iou(labels.data[z] == 1, stack.labels[z] == obj) > 0.8
     assert not np.delete(labels.data, z, axis=0).any()  # no other slice written
     assert set(np.unique(labels.data)) == {0, 1}
+
+
+def test_a_click_that_finds_nothing_says_so_and_keeps_the_slice(viewer, qtbot, stack):
+    viewer.add_image(stack.image, name="img")
+    widget = make_widget(viewer, qtbot)
+    z = 6
+    labels = widget.labels_layer()
+    background = np.argwhere(ndimage.binary_erosion(stack.labels[z] == 0, iterations=12))[0]
+    labels.data[z, :10, :10] = 1  # object 1's own pixels on this slice, e.g. painted
+    before = labels.data.copy()
+    viewer.dims.set_current_step(0, z)
+    widget.add_click((z, *background))  # the flood backend finds no bright region there
+    assert np.array_equal(labels.data, before)
+    assert widget.status_label.text() == (
+        f"object 1 at z={z}: the model found no object at the click; try a box, more clicks or an official model"
+    )
+    obj = largest(stack, z)
+    widget.add_click((z, *centre(stack.labels[z], obj)))  # a click on a nucleus still segments it
+    assert iou(labels.data[z] == 1, stack.labels[z] == obj) > 0.8
 
 
 def test_negative_click_polarity_and_colours(viewer, qtbot, stack):
@@ -429,6 +447,7 @@ def test_segment_everything_through_the_stack_tracks_seeded_objects(viewer, qtbo
     """The engine's stack mode with a stand-in generator (as in test_automask): a random SAM2 whose
     object score says 'absent' leaves exactly the seeded object on its seed frame."""
     import napari_sam2.engine.automask as am
+
     def fake_generate(predictor, source, *, frame, **kwargs):
         return [auto_mask((5, 5, 20, 20), (64, 64))]
 

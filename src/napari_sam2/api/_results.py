@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +36,15 @@ class SegmentationResult:
             or zarr when written to a ``.zarr`` ``out``).
         record: the :class:`~napari_sam2.engine.provenance.ProvenanceRecord`.
         path: where the labels were saved, if they were.
+        messages: what the user should know, one line each, e.g. "object 2 on frame 5: the
+            model found no object at the click; try a box, more clicks or an official model"
+            (nothing was written for that object there); empty when all went as asked.
     """
 
     labels: np.ndarray | zarr.Array
     record: ProvenanceRecord
     path: Path | None = None
+    messages: list[str] = field(default_factory=list)
 
     def save(self, path: str | os.PathLike, *, overwrite: bool = False) -> Path:
         """Write the labels with their provenance to TIFF (``.tif``) or zarr (``.zarr``)."""
@@ -52,10 +56,10 @@ class SegmentationResult:
         return python_script(self.record)
 
 
-def finish(target, layer, record, out) -> SegmentationResult:
+def finish(target, layer, record, out, messages: list[str] | None = None) -> SegmentationResult:
     if layer is not None and callable(getattr(layer, "refresh", None)):
         layer.refresh()
-    result = SegmentationResult(target, record)
+    result = SegmentationResult(target, record, messages=list(messages or []))
     if out is not None:
         result.save(out)
         if isinstance(target, zarr.Array):

@@ -48,7 +48,7 @@ from ..engine.provenance import (
     runtime_entry,
 )
 from ..engine.sources import open_image
-from ..engine.tracker import Tracker
+from ..engine.tracker import Tracker, not_found_message
 from ..model import Sam2Model
 from ._automatic import segment_everything
 from ._inputs import check_frames, image_input, labels_target, load_model, prompt_map
@@ -134,6 +134,7 @@ def segment(
         writer = LabelWriter(target, overwrite=overwrite)
         frames = sorted({f for f, _ in pmap})
         done = 0
+        not_found: list[tuple[tuple[int, ...], int]] = []
         for f in frames:
             pred.set_image(source, frame=f, window=window)
             masks = {}
@@ -144,6 +145,9 @@ def segment(
                     raise Cancelled(f"cancelled after {done} of {len(pmap)} objects", target)
                 r = pred.predict(p, multimask=multimask, cancel=cancel)
                 masks[obj] = r.full(r.best if multimask else 0)
+                if not masks[obj].any():  # absent: write nothing, keep what the labels hold
+                    not_found.append((f, obj))
+                    del masks[obj]
                 done += 1
                 if progress is not None:
                     progress(done, len(pmap))
@@ -167,7 +171,7 @@ def segment(
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out)
+    return finish(target, labels_layer, record, out, [not_found_message(not_found)] if not_found else [])
 
 
 def propagate(
@@ -249,6 +253,10 @@ def propagate(
         )
         if report.cancelled:
             raise Cancelled(f"cancelled after {len(report.frames)} of {report.total} frames", target)
+        not_found = [
+            (next(f for f, o in pmap if o == obj and f[pos] == frame_no), obj)
+            for frame_no, obj in report.not_found
+        ]
         record = ProvenanceRecord(
             kind="propagate",
             image=image_entry(source, path),
@@ -269,7 +277,7 @@ def propagate(
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out)
+    return finish(target, labels_layer, record, out, [not_found_message(not_found)] if not_found else [])
 
 
 @contextlib.contextmanager

@@ -30,6 +30,7 @@ from qtpy.QtWidgets import QApplication, QVBoxLayout, QWidget
 from ..api.session import RecordingWriter, segment_plane
 from ..engine import ImagePredictor, PromptError
 from ..engine.provenance import ProvenanceRecord, python_script
+from ..engine.tracker import NOT_FOUND_HINT
 from ._actions import ActionPanel, bind_keys, unbind_keys
 from ._data import DataPicker
 from ._history import History
@@ -284,14 +285,21 @@ class Sam2Widget(QWidget):
 
         def done(mask):
             writer = RecordingWriter(labels.data, overwrite=self.overwrite)
-            writer.write(frame, {obj: mask})
+            found = bool(mask.any())
+            if found:  # an empty answer writes nothing: the object keeps what it had on this slice
+                writer.write(frame, {obj: mask})
             step = Step(
                 StepKind.SEGMENT, obj, geometry.frame_axes, frame, prompts={frame: prompt}, window=window,
                 prompts_before=before, prompts_after=after,
             )  # fmt: skip
             self.history.record(step, writer)
             labels.refresh()
-            self.tasks.status(f"object {obj}: {int(mask.sum())} pixels{where(geometry.frame_axes, frame)}")
+            if found:
+                self.tasks.status(
+                    f"object {obj}: {int(mask.sum())} pixels{where(geometry.frame_axes, frame)}"
+                )
+            else:
+                self.tasks.info(f"object {obj}{where(geometry.frame_axes, frame)}: {NOT_FOUND_HINT}")
 
         self.tasks.start("segment", work, done, "Segment")
 

@@ -47,15 +47,17 @@ from .crop import Crop
 from .memory import select_memories
 from .review import FrameStats
 from .state import MEMORY_DTYPE as MEMORY_DTYPE  # module names that importers of tracker.py used
-from .state import Cancel as Cancel
 from .state import (
+    NOT_FOUND_HINT,
     FrameResult,
     Recipe,
     RunReport,
     Track,
     TrackerError,
+    not_found_message,
     segment_bounds,
 )
+from .state import Cancel as Cancel
 from .state import Progress as Progress
 
 __all__ = [
@@ -69,4 +71,6 @@ __all__ = [
     "Tracker",
     "select_memories",
     "segment_bounds",
+    "NOT_FOUND_HINT",
+    "not_found_message",
 ]
