@@ -11,11 +11,16 @@ import pytest
 from scipy import ndimage
 
 from napari_sam2.training.synthetic import (
+    MicroscopyLook,
     SyntheticError,
     SyntheticStack,
+    _camera,
+    microscopy_2d,
+    microscopy_3d,
     moving_blobs,
     nuclei_2d,
     nuclei_3d,
+    random_look,
     sample_nuclei_3d,
 )
 
@@ -210,13 +215,6 @@ def test_documented_examples_run():
 
 
 # ---------------------------------------------------------------------------------------------- widened looks
-from napari_sam2.training.synthetic import (  # noqa: E402
-    MicroscopyLook,
-    _camera,
-    microscopy_2d,
-    microscopy_3d,
-    random_look,
-)
 
 
 def _flat_counts(look: MicroscopyLook, level: float = 0.5, shape=(200, 200)) -> np.ndarray:
