@@ -74,6 +74,10 @@ def test_api_results_say_when_the_model_found_nothing(monkeypatch):
     result = segment(image, {(1, 1): click}, model=model, labels=labels)
     assert np.array_equal(result.labels, before)  # nothing written, nothing erased
     assert result.messages == [f"object 1 on frame [1]: {HINT}"]
+    # with a negative click an empty mask is an answer (the user took the object away): written
+    removal = Prompt(points=[[35, 35], [36, 36]], labels=[1, 0])
+    result = segment(image, {(1, 1): removal}, model=model, labels=labels)
+    assert result.messages == [] and not (result.labels == 1).any()
 
 
 def test_api_propagation_says_so_and_keeps_the_keyframe():

@@ -48,7 +48,7 @@ from ..engine.provenance import (
     runtime_entry,
 )
 from ..engine.sources import open_image
-from ..engine.tracker import Tracker, not_found_message
+from ..engine.tracker import Tracker, asks_for_an_object, not_found_message
 from ..model import Sam2Model
 from ._automatic import segment_everything
 from ._inputs import check_frames, image_input, labels_target, load_model, prompt_map
@@ -145,7 +145,7 @@ def segment(
                     raise Cancelled(f"cancelled after {done} of {len(pmap)} objects", target)
                 r = pred.predict(p, multimask=multimask, cancel=cancel)
                 masks[obj] = r.full(r.best if multimask else 0)
-                if not masks[obj].any():  # absent: write nothing, keep what the labels hold
+                if not masks[obj].any() and asks_for_an_object(p):  # not found: keep what the labels hold
                     not_found.append((f, obj))
                     del masks[obj]
                 done += 1

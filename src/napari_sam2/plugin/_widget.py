@@ -30,7 +30,7 @@ from qtpy.QtWidgets import QApplication, QVBoxLayout, QWidget
 from ..api.session import RecordingWriter, segment_plane
 from ..engine import ImagePredictor, PromptError
 from ..engine.provenance import ProvenanceRecord, python_script
-from ..engine.tracker import NOT_FOUND_HINT
+from ..engine.tracker import NOT_FOUND_HINT, asks_for_an_object
 from ._actions import ActionPanel, bind_keys, unbind_keys
 from ._data import DataPicker
 from ._history import History
@@ -285,8 +285,8 @@ class Sam2Widget(QWidget):
 
         def done(mask):
             writer = RecordingWriter(labels.data, overwrite=self.overwrite)
-            found = bool(mask.any())
-            if found:  # an empty answer writes nothing: the object keeps what it had on this slice
+            found = bool(mask.any()) or not asks_for_an_object(prompt)  # a negative click may empty it
+            if found:  # an empty answer to positive clicks writes nothing: the object keeps its pixels
                 writer.write(frame, {obj: mask})
             step = Step(
                 StepKind.SEGMENT, obj, geometry.frame_axes, frame, prompts={frame: prompt}, window=window,

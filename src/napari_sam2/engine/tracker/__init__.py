@@ -54,6 +54,7 @@ from .state import (
     RunReport,
     Track,
     TrackerError,
+    asks_for_an_object,
     not_found_message,
     segment_bounds,
 )
@@ -73,4 +74,5 @@ __all__ = [
     "segment_bounds",
     "NOT_FOUND_HINT",
     "not_found_message",
+    "asks_for_an_object",
 ]

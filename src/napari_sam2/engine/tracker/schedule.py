@@ -11,7 +11,16 @@ import torch
 
 from ...model.sam2_model import NO_OBJECT_LOGIT
 from ..labels import LabelWriter, MaskPatch
-from .state import Cancel, FrameResult, Progress, RunReport, Track, TrackerError, segment_bounds
+from .state import (
+    Cancel,
+    FrameResult,
+    Progress,
+    RunReport,
+    Track,
+    TrackerError,
+    asks_for_an_object,
+    segment_bounds,
+)
 
 
 class ScheduleMixin:
@@ -147,7 +156,8 @@ class ScheduleMixin:
             for track, k in keys.get(frame, []):
                 track.owner[frame] = k
                 r = track.cond[k]
-                if r.low_res is None or bool((r.low_res <= NO_OBJECT_LOGIT).all()):
+                empty = r.low_res is None or bool((r.low_res <= NO_OBJECT_LOGIT).all())
+                if empty and asks_for_an_object(track.prompts.get(k)):
                     report.not_found.append((frame, track.obj_id))  # keep what the labels hold there
                     continue
                 stash.setdefault(frame, {})[track.obj_id] = (r.low_res, r.crop)

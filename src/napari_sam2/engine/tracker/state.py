@@ -7,6 +7,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..prompts import Prompt
@@ -136,6 +137,12 @@ class RunReport:
 
 
 NOT_FOUND_HINT = "the model found no object at the click; try a box, more clicks or an official model"
+
+
+def asks_for_an_object(prompt: Prompt | None) -> bool:
+    """True for a prompt of positive clicks and/or a box only: an empty answer to it means the
+    model found nothing. With a negative click an empty answer can be what the user asked for."""
+    return prompt is not None and not bool((np.asarray(prompt.labels) == 0).any())
 
 
 def not_found_message(where: Sequence[tuple[Any, int]]) -> str:
