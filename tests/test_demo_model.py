@@ -141,3 +141,35 @@ def test_cli_finetune_steps_need_one_number_per_later_stage(tmp_path, capsys):
     err = capsys.readouterr().err
     assert f"the recipe has {later} later stage(s); give one number for each, got {later + 1}" in err
     assert not (tmp_path / "out.pt").exists()
+
+
+def test_widened_data_joins_at_its_stage_only(tmp_path, monkeypatch):
+    """Stages before ``widened_from_stage`` train on the generated data alone (so v1's stages are
+    unchanged); from that stage on, the random-look planes and stacks and the PlantSeg stacks join."""
+    from napari_sam2.training.real_data import plantseg_dir
+
+    if not (plantseg_dir() / "1135_mini_raw.tif").is_file():
+        pytest.skip("../shared/data/plantseg-nuclei is not here")
+    monkeypatch.setattr(demo, "evaluate_demo", lambda model: {"click_iou_2d": 0.5})  # not under test
+    seen = []
+    real_train = demo.train
+
+    def spy(model, data, config, **kwargs):
+        seen.append([*sorted({type(d).__name__ + ":" + d.axes for d in data}), len(data)])
+        return real_train(model, data, config, **kwargs)
+
+    monkeypatch.setattr(demo, "train", spy)
+    first = TrainingConfig(
+        steps=1, lr=1e-3, warmup_steps=1, max_objects=1, correction_rounds=0, clip_frames=2
+    )
+    recipe = DemoRecipe(
+        training=first, finetune=(replace(first, seed=1),), n_2d=2, n_3d=0, n_moving=0, memory_gain=None,
+        widened_from_stage=2, n_microscopy_2d=2, n_microscopy_3d=1, shape_microscopy_3d=(12, 128, 128), n_plantseg=1,
+    )  # fmt: skip
+    with torch.inference_mode(False):
+        info = demo.train_demo(tmp_path / "w.pt", recipe, log=lambda msg: None)
+    assert seen[0][-1] == 2 and seen[1][-1] == 2 + 2 + 1 + 1
+    assert "SyntheticStack:zyx" not in seen[0] and "SyntheticStack:zyx" in seen[1]
+    assert info["recipe"]["n_plantseg"] == 1 and info["recipe"]["widened_from_stage"] == 2
+    assert demo.RECIPES["v1"] == DemoRecipe() and demo.RECIPES["v2"].finetune[:2] == DemoRecipe().finetune
+    assert demo.RECIPES["v2"].widened_from_stage == 4 == 2 + len(DemoRecipe().finetune)

@@ -19,6 +19,7 @@ import pytest
 import torch
 from napari.utils.notifications import notification_manager
 from qtpy.QtWidgets import QApplication
+from scipy import ndimage
 
 from flood_backend import BatchedFlood, FloodFillBackend
 from helpers import auto_mask, iou, make_model, make_volume, save_tiny, write_tiff
@@ -89,6 +90,25 @@ def test_click_segments_the_object_on_the_current_slice_only(viewer, qtbot, stac
     assert iou(labels.data[z] == 1, stack.labels[z] == obj) > 0.8
     assert not np.delete(labels.data, z, axis=0).any()  # no other slice written
     assert set(np.unique(labels.data)) == {0, 1}
+
+
+def test_a_click_that_finds_nothing_says_so_and_keeps_the_slice(viewer, qtbot, stack):
+    viewer.add_image(stack.image, name="img")
+    widget = make_widget(viewer, qtbot)
+    z = 6
+    labels = widget.labels_layer()
+    background = np.argwhere(ndimage.binary_erosion(stack.labels[z] == 0, iterations=12))[0]
+    labels.data[z, :10, :10] = 1  # object 1's own pixels on this slice, e.g. painted
+    before = labels.data.copy()
+    viewer.dims.set_current_step(0, z)
+    widget.add_click((z, *background))  # the flood backend finds no bright region there
+    assert np.array_equal(labels.data, before)
+    assert widget.status_label.text() == (
+        f"object 1 at z={z}: the model found no object at the click; try a box, more clicks or an official model"
+    )
+    obj = largest(stack, z)
+    widget.add_click((z, *centre(stack.labels[z], obj)))  # a click on a nucleus still segments it
+    assert iou(labels.data[z] == 1, stack.labels[z] == obj) > 0.8
 
 
 def test_negative_click_polarity_and_colours(viewer, qtbot, stack):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 
@@ -10,11 +11,16 @@ import pytest
 from scipy import ndimage
 
 from napari_sam2.training.synthetic import (
+    MicroscopyLook,
     SyntheticError,
     SyntheticStack,
+    _camera,
+    microscopy_2d,
+    microscopy_3d,
     moving_blobs,
     nuclei_2d,
     nuclei_3d,
+    random_look,
     sample_nuclei_3d,
 )
 
@@ -206,3 +212,108 @@ def test_documented_examples_run():
     namespace: dict = {}
     for code in blocks:
         exec(compile(code, str(DOCS), "exec"), namespace)
+
+
+# ---------------------------------------------------------------------------------------------- widened looks
+
+
+def _flat_counts(look: MicroscopyLook, level: float = 0.5, shape=(200, 200)) -> np.ndarray:
+    """Counts of a uniform signal through the camera, back in signal units (no background)."""
+    counts = _camera(np.random.default_rng(0), np.full(shape, level, np.float32), look, None)
+    scale = look.fill * look.max_value / (1.0 + look.background)
+    return (counts.astype(np.float64) - look.offset * look.max_value) / scale
+
+
+def test_poisson_gaussian_noise_has_the_shot_and_read_variance():
+    flat = {"background": 0.0, "gradient": 0.0, "gamma": 1.0, "bits": 16, "offset": 0.05, "fill": 0.9}
+    shot = _flat_counts(MicroscopyLook(noise="poisson-gaussian", photons=20.0, read_noise=0.0, **flat))
+    assert shot.mean() == pytest.approx(0.5, rel=0.01)
+    assert shot.var() == pytest.approx(0.5 / 20.0, rel=0.05)  # Poisson: variance = mean / photons
+    both = _flat_counts(MicroscopyLook(noise="poisson-gaussian", photons=20.0, read_noise=0.1, **flat))
+    assert both.var() == pytest.approx(0.5 / 20.0 + 0.1**2, rel=0.05)
+
+
+def test_speckle_noise_is_multiplicative_with_the_given_spread():
+    flat = {
+        "background": 0.0,
+        "gradient": 0.0,
+        "gamma": 1.0,
+        "bits": 16,
+        "offset": 0.0,
+        "fill": 0.5,
+        "read_noise": 0.0,
+    }
+    for level in (0.2, 0.8):
+        got = _flat_counts(MicroscopyLook(noise="speckle", speckle=0.3, **flat), level=level)
+        assert got.mean() == pytest.approx(level, rel=0.02)
+        assert got.std() / got.mean() == pytest.approx(0.3, rel=0.05)  # the same relative spread
+
+
+@pytest.mark.parametrize(
+    ("bits", "dtype", "top"), [(8, np.uint8, 255), (12, np.uint16, 4095), (16, np.uint16, 65535)]
+)
+def test_bit_depths_and_dynamic_range(bits, dtype, top):
+    look = MicroscopyLook(bits=bits, offset=0.02, fill=0.9, photons=1000.0, radius=(10.0, 16.0))
+    st = microscopy_2d((128, 128), seed=1, look=look)
+    assert st.image.dtype == dtype and st.image.max() <= top
+    assert st.image.max() > 0.6 * top  # a bright object fills most of the range
+    assert np.percentile(st.image, 1) >= 0.5 * look.offset * top  # the dark level is there
+    dim = microscopy_2d((128, 128), seed=1, look=dataclasses.replace(look, fill=0.05))
+    assert dim.image.max() < 0.12 * top  # dim data use a small part of the range
+
+
+def test_random_looks_span_bit_depths_noise_models_and_sizes():
+    looks = [random_look(s) for s in range(300)]
+    assert {lk.bits for lk in looks} == {8, 12, 16}
+    assert {lk.noise for lk in looks} == {"poisson-gaussian", "speckle"}
+    assert min(lk.radius[0] for lk in looks) == 2.0 and max(lk.radius[1] for lk in looks) > 35
+    assert min(lk.brightness[0] for lk in looks) < 0.15 and min(lk.fill for lk in looks) < 0.07
+    assert max(lk.gradient for lk in looks) > 0.7 and max(lk.touching for lk in looks) > 0.6
+    assert random_look(7) == random_look(7) and random_look(7) != random_look(8)
+
+
+def test_dim_objects_among_bright_ones():
+    look = MicroscopyLook(brightness=(0.1, 1.0), photons=1e6, read_noise=0.0, texture=0.0, gamma=1.0,
+                          radius=(8.0, 12.0), fill_fraction=0.3, touching=0.0, blur=0.0)  # fmt: skip
+    st = microscopy_2d((192, 192), seed=2, look=look)
+    means = [st.image[st.labels == i].mean() for i in range(1, st.n_objects + 1)]
+    bg = np.median(st.image[st.labels == 0])
+    assert st.n_objects >= 8
+    assert (max(means) - bg) / (min(means) - bg) > 3  # the dimmest object is far dimmer than the brightest
+
+
+def test_microscopy_labels_are_well_formed_and_seeded():
+    a, b = microscopy_2d((160, 160), seed=5), microscopy_2d((160, 160), seed=5)
+    assert np.array_equal(a.image, b.image) and np.array_equal(a.labels, b.labels)
+    for st in (a, microscopy_3d((24, 128, 128), seed=5)):
+        ids = np.unique(st.labels)[1:]
+        assert list(ids) == list(range(1, len(ids) + 1))
+        for i in ids:
+            assert ndimage.label(st.labels == i)[1] == 1  # one piece each
+
+
+def test_z_anisotropy_and_z_blur():
+    look = MicroscopyLook(z_scale=3.0, z_blur=3.0, radius=(12.0, 12.0), fill_fraction=0.05, touching=0.0,
+                          photons=1e6, read_noise=0.0, texture=0.0)  # fmt: skip
+    st = microscopy_3d((40, 128, 128), seed=3, look=look)
+    assert st.scale == (3.0, 1.0, 1.0)
+    for i in range(1, st.n_objects + 1):
+        z = np.nonzero((st.labels == i).any(axis=(1, 2)))[0]
+        rows = np.nonzero((st.labels == i).any(axis=(0, 2)))[0]
+        # slices 3 pixels apart: an object is about a third as many slices tall as it is rows wide
+        assert 0.2 < len(z) / len(rows) < 0.5
+    # z blur: the signal one slice above an object's top is still well above the background
+    top = np.nonzero((st.labels == 1).any(axis=(1, 2)))[0].min()
+    if top > 0:
+        region = (st.labels == 1).any(axis=0)
+        bg = np.median(st.image[st.labels == 0])
+        assert st.image[top - 1][region].mean() > bg + 0.1 * (st.image[st.labels == 1].mean() - bg)
+
+
+def test_look_errors_say_what_to_pass():
+    with pytest.raises(SyntheticError, match="bits must be 8, 12 or 16"):
+        MicroscopyLook(bits=10)
+    with pytest.raises(SyntheticError, match="noise must be one of"):
+        MicroscopyLook(noise="salt")
+    with pytest.raises(SyntheticError, match="offset \\+ fill <= 1"):
+        MicroscopyLook(offset=0.5, fill=0.6)

@@ -316,3 +316,30 @@ def test_train_command_writes_weights_and_errors_in_one_line(tmp_path, capsys):
         [*base, "--labels", str(tmp_path / "nope.tif"), "--steps", "1", "--out", str(tmp_path / "x.pt")]
     )
     assert missing == 3 and "nope.tif does not exist" in capsys.readouterr().err
+
+
+def test_intensity_gamma_raises_each_clip_to_one_power_within_its_range():
+    from napari_sam2.engine.intensity import IMAGENET_MEAN, IMAGENET_STD
+    from napari_sam2.training import finetune as ft
+
+    rng0 = np.random.default_rng(0)
+    image = rng0.uniform(0, 1000, (64, 64)).astype(np.float32)
+    labels = np.zeros((64, 64), np.uint8)
+    labels[20:40, 20:40] = 1
+    vol = ft._prepare(TrainingPair(image, labels), 0)
+    base = TrainingConfig(augment=False, max_objects=1)
+    plain, _ = ft._ClipSampler([vol], base, 64).sample(np.random.default_rng(1))
+    powers = []
+    for seed in range(6):
+        cfg = replace(base, intensity_gamma=0.5)
+        got, _ = ft._ClipSampler([vol], cfg, 64).sample(np.random.default_rng(seed))
+        x0 = plain[0, 0].numpy() * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+        xg = got[0, 0].numpy() * IMAGENET_STD[0] + IMAGENET_MEAN[0]
+        mid = (x0 > 0.05) & (x0 < 0.95)
+        g = np.median(np.log(xg[mid]) / np.log(x0[mid]))
+        assert np.allclose(xg[mid], x0[mid] ** g, atol=2e-3)  # one power for the whole plane
+        powers.append(g)
+    assert all(np.exp(-0.5) - 1e-3 <= g <= np.exp(0.5) + 1e-3 for g in powers)
+    assert min(powers) < 0.95 and max(powers) > 1.05
+    with pytest.raises(TrainingError, match=r"intensity_gamma must be in \[0, 2\], got 3"):
+        TrainingConfig(intensity_gamma=3)

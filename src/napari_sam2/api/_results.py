@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +42,16 @@ class SegmentationResult:
         axes_guessed: None when the image's t/z axes were given or read from its metadata; else
             a sentence saying which axes were guessed from the shape (pass ``axes=`` to be sure).
             The record's ``image["axes_guessed"]`` holds the same.
+        messages: what the user should know, one line each, e.g. "object 2 on frame 5: the
+            model found no object at the click; try a box, more clicks or an official model"
+            (nothing was written for that object there); empty when all went as asked.
     """
 
     labels: np.ndarray | zarr.Array
     record: ProvenanceRecord
     path: Path | None = None
     geometry: Any = None
+    messages: list[str] = field(default_factory=list)
 
     @property
     def axes_guessed(self) -> str | None:
@@ -65,10 +69,12 @@ class SegmentationResult:
         return python_script(self.record)
 
 
-def finish(target, layer, record, out, geometry=None, force: bool = False) -> SegmentationResult:
+def finish(
+    target, layer, record, out, geometry=None, force: bool = False, messages: list[str] | None = None
+) -> SegmentationResult:
     if layer is not None and callable(getattr(layer, "refresh", None)):
         layer.refresh()
-    result = SegmentationResult(target, record, geometry=geometry)
+    result = SegmentationResult(target, record, geometry=geometry, messages=list(messages or []))
     if out is not None:
         result.save(out, overwrite=force)
         if isinstance(target, zarr.Array):

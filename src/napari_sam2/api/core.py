@@ -52,7 +52,7 @@ from ..engine.provenance import (
 )
 from ..engine.sources import open_image
 from ..engine.timelapse import track_through_time
-from ..engine.tracker import Tracker
+from ..engine.tracker import Tracker, asks_for_an_object, not_found_message
 from ..model import Sam2Model
 from ._automatic import segment_everything
 from ._inputs import (
@@ -168,6 +168,7 @@ def segment(
         writer = LabelWriter(target, overwrite=overwrite)
         frames = sorted({f for f, _ in pmap})
         done = 0
+        not_found: list[tuple[tuple[int, ...], int]] = []
         for f in frames:
             pred.set_image(source, frame=f, window=win)
             masks = {}
@@ -178,9 +179,12 @@ def segment(
                     raise Cancelled(f"cancelled after {done} of {len(pmap)} objects", target)
                 r = pred.predict(p, multimask=multimask, cancel=cancel)
                 patch = r.patch(r.best if multimask else 0)
-                # as a mask (+1 inside, -1 outside): objects of one plane that overlap go to the
-                # smaller id, whatever their logits
-                masks[obj] = MaskPatch(np.where(patch.logits > 0, 1.0, -1.0).astype(np.float32), patch.origin)
+                if not (patch.logits > 0).any() and asks_for_an_object(p):
+                    not_found.append((f, obj))  # not found: keep what the labels hold
+                else:
+                    # as a mask (+1 inside, -1 outside): objects of one plane that overlap go to the
+                    # smaller id, whatever their logits
+                    masks[obj] = MaskPatch(np.where(patch.logits > 0, 1.0, -1.0).astype(np.float32), patch.origin)
                 done += 1
                 if progress is not None:
                     progress(done, len(pmap))
@@ -207,7 +211,7 @@ def segment(
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out, geometry, force)
+    return finish(target, labels_layer, record, out, geometry, force, messages(not_found))
 
 
 def propagate(
@@ -272,7 +276,7 @@ def propagate(
                 source, pmap, model, device, fixed, win, crop, max_crop, stop_after_absent,
                 labels, out, force, overwrite, progress, cancel,
             )  # fmt: skip
-            fixed, window_used = {}, resolved
+            fixed, window_used, not_found = {}, resolved, []
             if report.cancelled:
                 raise Cancelled(
                     f"cancelled after {len(report.objects)} of {source.frame_shape[0]} time points", target
@@ -311,6 +315,10 @@ def propagate(
             if report.cancelled:
                 raise Cancelled(f"cancelled after {len(report.frames)} of {report.total} frames", target)
             window_used = seq.window
+            not_found = [
+                (next(f for f, o in pmap if o == obj and f[pos] == frame_no), obj)
+                for frame_no, obj in report.not_found
+            ]
         record = ProvenanceRecord(
             kind="propagate",
             image=image_entry(source, path),
@@ -334,8 +342,13 @@ def propagate(
     finally:
         if source is not data:
             source.close()
-    return finish(target, labels_layer, record, out, geometry, force)
+    return finish(target, labels_layer, record, out, geometry, force, messages(not_found))
 
+
+
+def messages(not_found: list) -> list[str]:
+    """The result's messages: one line naming where the model found nothing, or none."""
+    return [not_found_message(not_found)] if not_found else []
 
 def _through_time(
     source: Any,

@@ -60,7 +60,9 @@ def train(args: argparse.Namespace) -> int:
     from ..training.finetune import train as run
 
     if len(args.image) != len(args.labels):
-        raise UsageError(f"give one --labels per --image ({len(args.image)} images, {len(args.labels)} labels)")
+        raise UsageError(
+            f"give one --labels per --image ({len(args.image)} images, {len(args.labels)} labels)"
+        )
     for path in (*args.image, *args.labels):  # before the model loads
         if not Path(path).exists():
             raise FileNotFoundError(f"{path} does not exist; check the path")
@@ -178,6 +180,13 @@ def add_demo_model(sub: argparse._SubParsersAction) -> None:
         help="resume: the checkpoint the stage before --start-stage wrote (e.g. the previous demo model)",
     )
     t.add_argument("--start-stage", type=parse.positive_int, default=1, help="resume: first stage to run")
+    t.add_argument(
+        "--recipe",
+        choices=["v1", "v2"],
+        default="v1",
+        help="v1: three stages on generated data; v2: v1 then a fourth stage on widened generated "
+        "data and the PlantSeg crops (docs/training.md)",
+    )
     t.set_defaults(func=demo_model_train)
     e = dsub.add_parser("evaluate", help="score a checkpoint on held-out generated data")
     e.add_argument("--model", required=True, help="checkpoint file")
@@ -185,9 +194,9 @@ def add_demo_model(sub: argparse._SubParsersAction) -> None:
 
 
 def demo_model_train(args: argparse.Namespace) -> int:
-    from ..training.demo import DemoRecipe, train_demo
+    from ..training.demo import RECIPES, train_demo
 
-    recipe = DemoRecipe()
+    recipe = RECIPES[args.recipe]
     changes = {k: v for k, v in (("steps", args.steps), ("lr", args.lr)) if v is not None}
     recipe = dataclasses.replace(recipe, training=dataclasses.replace(recipe.training, **changes))
     if args.finetune_steps is not None:

@@ -144,7 +144,8 @@ def track_through_time(
                     if run.cancelled:
                         report.cancelled = True
                         return report
-                    carried = _central_slices(writer, t, sorted(tracker.tracks), seq)
+                    lost = {obj for _, obj in run.not_found}  # labels kept on its keyframe are not carried
+                    carried = _central_slices(writer, t, sorted(set(tracker.tracks) - lost), seq)
                 report.objects[t] = sorted(carried)
                 if progress is not None:
                     progress(len(report.objects), total)

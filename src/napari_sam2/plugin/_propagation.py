@@ -302,6 +302,8 @@ class Propagation:
                     f"{what}: cancelled after {written} of {total or '?'} {unit}; the {unit} written are kept "
                     "(Undo removes them)"
                 )
+            elif getattr(report, "not_found", None):
+                self.tasks.info(f"{what}: {report.message}; nothing was written for it there")
             else:
                 self.tasks.status(
                     f"{what}: {written} {unit}, {sum(e.changed for e in writer.edits)} voxels changed"

@@ -35,13 +35,14 @@ from napari.layers import Image, Labels
 from qtpy.QtCore import QEvent, Qt, QTimer
 from qtpy.QtWidgets import QApplication, QComboBox, QFrame, QScrollArea, QToolButton, QVBoxLayout, QWidget
 
-from ..api.session import segment_plane
+from ..api.session import RecordingWriter, segment_plane
 from ..engine import ImagePredictor, PromptError
 from ..engine.provenance import ProvenanceRecord, python_script
+from ..engine.tracker import NOT_FOUND_HINT, asks_for_an_object
 from ._actions import ActionPanel, bind_keys, unbind_keys
 from ._data import DataPicker
 from ._history import History
-from ._label_edits import write_patch
+from ._label_edits import LayerLabelWriter, write_patch
 from ._layers import ImageGeometry, frame_prompt, same_layer
 from ._model_picker import DEMO, DEMO_NOTICE, ModelPicker, ModelSlot
 from ._ports import Choices
@@ -443,14 +444,21 @@ class Sam2Widget(QWidget):
             return segment_plane(predictor, source, frame, prompt, window, progress, cancel)
 
         def done(patch):
-            writer = write_patch(labels, frame, obj, patch, overwrite=self.overwrite)
+            pixels = int(np.count_nonzero(patch.logits > 0))
+            found = pixels > 0 or not asks_for_an_object(prompt)  # a negative click may empty it
+            if found:
+                writer = write_patch(labels, frame, obj, patch, overwrite=self.overwrite)
+            else:  # an empty answer to positive clicks writes nothing: the object keeps its pixels
+                writer = RecordingWriter(LayerLabelWriter(labels, overwrite=self.overwrite))
             step = Step(
                 StepKind.SEGMENT, obj, geometry.frame_axes, frame, prompts={frame: prompt}, window=window,
                 prompts_before=before, prompts_after=after,
             )  # fmt: skip
             self.history.record(step, writer)
-            pixels = int(np.count_nonzero(patch.logits > 0))
-            self.tasks.status(f"object {obj}: {pixels} pixels{where(geometry.frame_axes, frame)}")
+            if found:
+                self.tasks.status(f"object {obj}: {pixels} pixels{where(geometry.frame_axes, frame)}")
+            else:
+                self.tasks.info(f"object {obj}{where(geometry.frame_axes, frame)}: {NOT_FOUND_HINT}")
 
         self.tasks.start("segment", work, done, "Segment", uses=(image, labels))
 

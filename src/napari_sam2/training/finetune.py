@@ -95,6 +95,9 @@ class TrainingConfig:
         intensity_jitter: move each clip's intensity window (low and high) by up to this fraction
             of its width, independently, as users' contrast limits differ from the robust
             percentiles (0: always the dataset's window).
+        intensity_gamma: raise each clip's windowed intensities (0..1) to a power drawn
+            log-uniformly from ``exp(-g)`` to ``exp(g)`` (0: linear), so the model also meets
+            other display curves and intensity histograms.
         freeze: name prefixes of parameters to keep fixed, e.g. ``("image_encoder",)`` or
             ``("image_encoder.trunk", "memory_attention")``.
         seed: seeds data sampling, prompts and torch: same seed, same data -> same losses on CPU.
@@ -122,6 +125,7 @@ class TrainingConfig:
     min_object_pixels: int = 16
     augment: bool = True
     intensity_jitter: float = 0.0
+    intensity_gamma: float = 0.0
     freeze: tuple[str, ...] = ()
     seed: int = 0
 
@@ -141,6 +145,8 @@ class TrainingConfig:
             raise TrainingError(f"stack_fraction must be in [0, 1] or None, got {self.stack_fraction}")
         if not 0 <= self.intensity_jitter <= 1:
             raise TrainingError(f"intensity_jitter must be in [0, 1], got {self.intensity_jitter}")
+        if not 0 <= self.intensity_gamma <= 2:
+            raise TrainingError(f"intensity_gamma must be in [0, 2], got {self.intensity_gamma}")
         if not (self.prob_box >= 0 and self.prob_mask >= 0 and self.prob_box + self.prob_mask <= 1):
             raise TrainingError("prob_box and prob_mask must be >= 0 and add up to at most 1")
         object.__setattr__(self, "freeze", tuple(self.freeze))
@@ -314,19 +320,29 @@ class _ClipSampler:
         new_high = max(new_high, new_low + 0.1 * width)
         return IntensityWindow(float(new_low), float(new_high))
 
+    def _gamma(self, rng: np.random.Generator) -> float:
+        """The clip's display exponent (1.0 without ``intensity_gamma``; no draw then, so runs
+        without it keep their random sequence)."""
+        g = self.cfg.intensity_gamma
+        return float(np.exp(rng.uniform(-g, g))) if g else 1.0
+
     def _plane(
-        self, vol: _Volume, frame: tuple[int, ...], crop, window: IntensityWindow
+        self, vol: _Volume, frame: tuple[int, ...], crop, window: IntensityWindow, gamma: float = 1.0
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """-> model input (3, S, S) float32 and labels (S, S) int64."""
         s = self.size
         if crop is None:
             plane = apply_window(vol.source.plane(frame), window)
+            if gamma != 1.0:
+                plane = np.power(plane, gamma, dtype=np.float32)
             ids = torch.from_numpy(vol.labels[frame].astype(np.int64))
             if ids.shape != (s, s):
                 ids = F.interpolate(ids[None, None].double(), size=(s, s), mode="nearest-exact")[0, 0].long()
             return to_model_input(plane, s), ids
         rows, cols = crop
         plane = apply_window(vol.source.region(frame, rows, cols), window)
+        if gamma != 1.0:
+            plane = np.power(plane, gamma, dtype=np.float32)
         ids = vol.labels[frame][rows, cols].astype(np.int64)
         pad = [(0, s - ids.shape[0]), (0, s - ids.shape[1])]
         plane = np.pad(plane, pad + [(0, 0)] * (plane.ndim - 2))  # as the predictor pads edge tiles
@@ -340,7 +356,8 @@ class _ClipSampler:
             frames = self._frames(vol, start, rng)
             crop = self._window(vol, start, rng)
             window = self._intensity(vol, rng)
-            planes = [self._plane(vol, f, crop, window) for f in frames]
+            gamma = self._gamma(rng)
+            planes = [self._plane(vol, f, crop, window, gamma) for f in frames]
             images = torch.stack([p[0] for p in planes])  # (T, 3, S, S)
             ids = torch.stack([p[1] for p in planes])  # (T, S, S)
             if self.cfg.augment:

@@ -39,6 +39,7 @@ the same arrays on every run (with the same numpy and scipy).
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import operator
 from dataclasses import dataclass
@@ -54,6 +55,10 @@ __all__ = [
     "nuclei_3d",
     "moving_blobs",
     "sample_nuclei_3d",
+    "MicroscopyLook",
+    "random_look",
+    "microscopy_2d",
+    "microscopy_3d",
 ]
 
 _GAP = 2  # pixels between objects that do not touch
@@ -215,7 +220,13 @@ def _rotation(rng: np.random.Generator, d: int) -> np.ndarray:
     )
 
 
-def _random_blob(rng: np.random.Generator, d: int, radius: tuple[float, float], kind: str) -> _Blob:
+def _random_blob(
+    rng: np.random.Generator,
+    d: int,
+    radius: tuple[float, float],
+    kind: str,
+    look: MicroscopyLook | None = None,
+) -> _Blob:
     r = rng.uniform(*radius)
     semi = np.clip(r * rng.uniform(0.65, 1.0, size=d), radius[0], radius[1])
     semi[0] = r  # one axis has the drawn radius, the others are up to a third shorter
@@ -233,8 +244,8 @@ def _random_blob(rng: np.random.Generator, d: int, radius: tuple[float, float], 
         tex_dir=_unit_vectors(rng, m, d),
         tex_wavelength=rng.uniform(3.0, 8.0, size=m),
         tex_phase=rng.uniform(0, 2 * np.pi, size=m),
-        tex_amp=0.06 if kind == "cells" else 0.10,
-        brightness=float(rng.uniform(0.6, 1.0)),
+        tex_amp=(0.06 if kind == "cells" else 0.10) if look is None else look.texture,
+        brightness=float(rng.uniform(*((0.6, 1.0) if look is None else look.brightness))),
     )
 
 
@@ -295,6 +306,7 @@ def _place_static(
     radius: tuple[float, float],
     touching: float,
     kind: str,
+    appearance: MicroscopyLook | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Place ``n`` non-overlapping objects -> (labels uint16, object signal float32)."""
     d = len(shape)
@@ -316,7 +328,7 @@ def _place_static(
     for i in range(n):
         obj_id = i + 1
         for _ in range(_ATTEMPTS):
-            blob = _random_blob(rng, d, radius, kind)
+            blob = _random_blob(rng, d, radius, kind, appearance)
             neighbour = None
             free = np.nonzero(contacts[1 : len(blobs) + 1] < _MAX_CONTACTS)[0]
             if i in touches and free.size:
@@ -735,3 +747,239 @@ def _check_look(radius, touching, blur, noise, background, kind):
 def sample_nuclei_3d() -> SyntheticStack:
     """The plugin's sample volume: (32, 256, 256) uint16 nuclei, 10 objects, fixed seed."""
     return nuclei_3d((32, 256, 256), 10, seed=2024, dtype="uint16")
+
+
+# ---------------------------------------------------------------------------------------------- widened looks
+_BITS = (8, 12, 16)
+_NOISE_MODELS = ("poisson-gaussian", "speckle")
+
+
+@dataclass(frozen=True)
+class MicroscopyLook:
+    """How a :func:`microscopy_2d` / :func:`microscopy_3d` image looks; :func:`random_look` draws one.
+
+    Attributes:
+        bits: 8 (uint8, 0..255), 12 (uint16, 0..4095) or 16 (uint16, 0..65535).
+        offset: camera dark level as a fraction of the bit depth's full range.
+        fill: the brightest object (before noise) lands at ``offset + fill`` of the full range, so
+            images use from a few percent (dim 16-bit data) to nearly all of it.
+        gamma: the object signal is raised to this power (<1 lifts dim structure, >1 sinks it),
+            which changes the intensity histogram.
+        noise: "poisson-gaussian" (shot noise of ``photons`` photons at full brightness plus
+            Gaussian read noise ``read_noise``) or "speckle" (multiplicative gamma noise of relative
+            standard deviation ``speckle``, plus the same read noise).
+        photons, read_noise, speckle: the noise strengths (read noise relative to full brightness).
+        brightness: (min, max) of each object's brightness; a low min gives dim objects among
+            bright ones.
+        texture: amplitude of the interior texture (0.1 is the plain generators' nuclei).
+        background: mean background level relative to a bright object.
+        gradient: strength of the linear illumination gradient across the image (0.25 plain).
+        radius: (min, max) object semi-axis in y/x pixels.
+        fill_fraction: share of the plane the objects cover (decides how many are drawn).
+        touching: share of objects placed against another one.
+        blur: optics sigma in y/x pixels.
+        z_scale: slice distance in y/x pixels (3D only).
+        z_blur: optics blur along z as a multiple of ``blur`` in physical units (3D only).
+    """
+
+    bits: int = 16
+    offset: float = 0.01
+    fill: float = 0.6
+    gamma: float = 1.0
+    noise: str = "poisson-gaussian"
+    photons: float = 400.0
+    read_noise: float = 0.02
+    speckle: float = 0.0
+    brightness: tuple[float, float] = (0.6, 1.0)
+    texture: float = 0.1
+    background: float = 0.2
+    gradient: float = 0.25
+    radius: tuple[float, float] = (10.0, 22.0)
+    fill_fraction: float = 0.2
+    touching: float = 0.3
+    blur: float = 1.0
+    z_scale: float = 2.0
+    z_blur: float = 2.0
+
+    def __post_init__(self) -> None:
+        if self.bits not in _BITS:
+            raise SyntheticError(f"bits must be 8, 12 or 16, got {self.bits!r}")
+        if self.noise not in _NOISE_MODELS:
+            raise SyntheticError(f"noise must be one of {_NOISE_MODELS}, got {self.noise!r}")
+        if not (0 <= self.offset < 1 and self.fill > 0 and self.offset + self.fill <= 1):
+            raise SyntheticError(
+                f"offset and fill must be fractions with offset + fill <= 1, got {self.offset}, {self.fill}"
+            )
+        if self.photons <= 0 or min(self.read_noise, self.speckle, self.blur, self.texture) < 0:
+            raise SyntheticError("photons must be > 0; read_noise, speckle, blur and texture >= 0")
+        if not 0 < self.brightness[0] <= self.brightness[1]:
+            raise SyntheticError(f"brightness must be (min, max) with 0 < min <= max, got {self.brightness}")
+        if self.gamma <= 0 or self.z_scale <= 0 or self.z_blur < 0:
+            raise SyntheticError("gamma and z_scale must be > 0, z_blur >= 0")
+
+    @property
+    def dtype(self) -> np.dtype:
+        """uint8 for 8-bit data, uint16 for 12- and 16-bit data."""
+        return np.dtype(np.uint8 if self.bits == 8 else np.uint16)
+
+    @property
+    def max_value(self) -> int:
+        """The largest value of the bit depth (255, 4095 or 65535)."""
+        return (1 << self.bits) - 1
+
+
+def random_look(seed: int | np.random.Generator | None = None, *, ndim: int = 2) -> MicroscopyLook:
+    """A random :class:`MicroscopyLook`, drawn from ranges that real fluorescence data span.
+
+    Bit depth 8/12/16 equally often; images fill 5-95 % of the range above a 0-10 % dark level;
+    gamma 0.6-1.6; Poisson-Gaussian noise (3-1000 photons at full brightness, read noise up to
+    6 %) or speckle (relative s.d. 0.1-0.5); a third of the images have dim objects (brightness
+    from 0.1); texture amplitude 0.05-0.35; background 0.02-0.4 with gradients up to 0.8; object
+    sizes small (radius 2-6), medium (6-16) or large (14-40, 3D up to 24); objects covering
+    10-40 % of the plane, 0-70 % of them touching; blur 0.5-2 px; in 3D slices 1-4 px apart with a
+    z blur of 1.5-4 times the lateral one.
+    """
+    rng = seed if isinstance(seed, np.random.Generator) else np.random.default_rng(seed)
+    size = rng.choice(["small", "medium", "large"], p=[0.3, 0.4, 0.3])
+    if size == "small":
+        radius = (2.0, float(rng.uniform(3.5, 6.0)))
+    elif size == "medium":
+        radius = (6.0, float(rng.uniform(9.0, 16.0)))
+    else:
+        radius = (14.0, float(rng.uniform(20.0, 40.0 if ndim == 2 else 24.0)))
+    bits = int(rng.choice(_BITS))
+    offset = float(rng.uniform(0.0, 0.1))
+    fill = float(min(rng.uniform(0.05, 0.95), 1.0 - offset))
+    noise = str(rng.choice(_NOISE_MODELS, p=[0.7, 0.3]))
+    low = float(rng.uniform(0.1, 0.4)) if rng.random() < 0.35 else float(rng.uniform(0.5, 0.8))
+    return MicroscopyLook(
+        bits=bits,
+        offset=offset,
+        fill=fill,
+        gamma=float(np.exp(rng.uniform(np.log(0.6), np.log(1.6)))),
+        noise=noise,
+        photons=float(np.exp(rng.uniform(np.log(3.0), np.log(1000.0)))),
+        read_noise=float(rng.uniform(0.0, 0.06)),
+        speckle=float(rng.uniform(0.1, 0.5)) if noise == "speckle" else 0.0,
+        brightness=(low, 1.0),
+        texture=float(rng.uniform(0.05, 0.35)),
+        background=float(rng.uniform(0.02, 0.4)),
+        gradient=float(rng.uniform(0.0, 0.8)),
+        radius=radius,
+        fill_fraction=float(rng.uniform(0.1, 0.4)),
+        touching=float(rng.uniform(0.0, 0.7)),
+        blur=float(rng.uniform(0.5, 2.0)),
+        z_scale=float(rng.uniform(1.0, 4.0)),
+        z_blur=float(rng.uniform(1.5, 4.0)),
+    )
+
+
+def _look_count(look: MicroscopyLook, hw: tuple[int, int], cap: int) -> int:
+    """Objects that cover about ``look.fill_fraction`` of a plane (at least 1, at most ``cap``)."""
+    r = 0.5 * (look.radius[0] + look.radius[1])
+    return int(np.clip(round(look.fill_fraction * hw[0] * hw[1] / (np.pi * r * r * 0.8)), 1, cap))
+
+
+def _place_fitting(rng, shape, spacing, n, look: MicroscopyLook, kind: str) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_place_static`, with fewer objects when ``n`` do not fit (crowded looks)."""
+    while True:
+        try:
+            return _place_static(rng, shape, spacing, n, look.radius, look.touching, kind, look)
+        except SyntheticError:
+            if n <= 1:
+                raise
+            n = max(1, int(n * 0.7))
+
+
+def _camera(rng: np.random.Generator, signal: np.ndarray, look: MicroscopyLook, falloff) -> np.ndarray:
+    """Blurred object signal -> counts: gamma, uneven background, noise model, bit depth."""
+    signal = np.power(np.clip(signal, 0.0, None), look.gamma, dtype=np.float32)
+    hw = signal.shape[-2:]
+    yy, xx = np.meshgrid(np.linspace(-1, 1, hw[0]), np.linspace(-1, 1, hw[1]), indexing="ij")
+    a = rng.uniform(0, 2 * np.pi)
+    field = np.clip(1.0 + look.gradient * (np.cos(a) * yy + np.sin(a) * xx), 0.1, None)
+    field = field * (1.0 + 0.1 * _smooth_noise(rng, hw))
+    image = signal + (look.background * field / field.mean()).astype(np.float32)
+    if falloff is not None:
+        image *= falloff.reshape(-1, 1, 1).astype(np.float32)
+    if look.noise == "poisson-gaussian":
+        image = rng.poisson(np.clip(image, 0, None) * look.photons).astype(np.float32) / look.photons
+    else:
+        k = 1.0 / look.speckle**2  # gamma(k, 1/k): mean 1, relative s.d. = speckle
+        image = image * rng.gamma(k, 1.0 / k, size=image.shape).astype(np.float32)
+    image += rng.normal(0.0, look.read_noise, size=image.shape).astype(np.float32)
+    top = look.max_value
+    scale = look.fill * top / (1.0 + look.background)  # a bright object on the background -> fill
+    counts = look.offset * top + scale * image
+    return np.clip(np.rint(counts), 0, top).astype(look.dtype)
+
+
+def microscopy_2d(
+    shape: tuple[int, int] = (256, 256),
+    *,
+    seed: int | None = 0,
+    look: MicroscopyLook | None = None,
+    kind: str = "nuclei",
+    max_objects: int = 60,
+) -> SyntheticStack:
+    """A fluorescence plane whose look (bit depth, histogram, noise model, brightness spread,
+    texture, background gradient, object size and crowding) is drawn at random.
+
+    Args:
+        shape: (H, W).
+        seed: seeds the look (unless ``look`` is given), the objects and the noise.
+        look: a fixed :class:`MicroscopyLook` (None: :func:`random_look` of the seed).
+        kind: "nuclei" or "cells" (as :func:`nuclei_2d`).
+        max_objects: most objects drawn (the look's ``fill_fraction`` decides how many).
+
+    Returns:
+        SyntheticStack with axes "yx"; dtype uint8 (8-bit) or uint16 (12- and 16-bit).
+    """
+    shape = _check_shape(shape, 2, "H, W")
+    _, rng, _ = _check_common(0, seed, "uint16", kind)
+    look = random_look(rng, ndim=2) if look is None else look
+    spacing = np.ones(2)
+    _check_fits(shape, spacing, look.radius[1], "H, W")
+    labels, signal = _place_fitting(rng, shape, spacing, _look_count(look, shape, max_objects), look, kind)
+    if kind == "cells":
+        _darken_borders(labels, signal, spacing)
+    if look.blur > 0:
+        signal = ndimage.gaussian_filter(signal, sigma=look.blur, mode="nearest")
+    return SyntheticStack(_camera(rng, signal, look, None), labels, "yx", (1.0, 1.0))
+
+
+def microscopy_3d(
+    shape: tuple[int, int, int] = (32, 256, 256),
+    *,
+    seed: int | None = 0,
+    look: MicroscopyLook | None = None,
+    kind: str = "nuclei",
+    max_objects: int = 40,
+) -> SyntheticStack:
+    """A fluorescence z-stack with a random look (see :func:`microscopy_2d`), anisotropic voxels
+    (slices ``look.z_scale`` pixels apart) and a z blur ``look.z_blur`` times the lateral blur;
+    deeper slices lose up to 40 % of their brightness. Objects too tall for the stack are made
+    smaller so that they fit.
+
+    Returns:
+        SyntheticStack with axes "zyx" and scale ``(z_scale, 1, 1)``.
+    """
+    shape = _check_shape(shape, 3, "Z, H, W")
+    _, rng, _ = _check_common(0, seed, "uint16", kind)
+    look = random_look(rng, ndim=3) if look is None else look
+    spacing = np.array([look.z_scale, 1.0, 1.0])
+    r_max = min(look.radius[1], (shape[0] - 3) * look.z_scale / 2.5, (min(shape[1:]) - 3) / 2.5)
+    if r_max < 2:
+        raise SyntheticError(f"shape {shape} is too thin for objects at z_scale {look.z_scale:g}")
+    look = dataclasses.replace(look, radius=(min(look.radius[0], r_max), r_max))
+    _check_fits(shape, spacing, look.radius[1], "Z, H, W")
+    n = _look_count(look, shape[1:], max_objects)
+    labels, signal = _place_fitting(rng, shape, spacing, n, look, kind)
+    if kind == "cells":
+        _darken_borders(labels, signal, spacing)
+    if look.blur > 0:
+        sigma = (look.z_blur * look.blur / look.z_scale, look.blur, look.blur)
+        signal = ndimage.gaussian_filter(signal, sigma=sigma, mode="nearest")
+    falloff = 1.0 - rng.uniform(0.0, 0.4) * np.arange(shape[0]) / max(shape[0] - 1, 1)
+    image = _camera(rng, signal, look, falloff)
+    return SyntheticStack(image, labels, "zyx", (look.z_scale, 1.0, 1.0))

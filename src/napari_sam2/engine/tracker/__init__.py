@@ -47,15 +47,18 @@ from .crop import Crop
 from .memory import select_memories
 from .review import FrameStats
 from .state import MEMORY_DTYPE as MEMORY_DTYPE  # module names that importers of tracker.py used
-from .state import Cancel as Cancel
 from .state import (
+    NOT_FOUND_HINT,
     FrameResult,
     Recipe,
     RunReport,
     Track,
     TrackerError,
+    asks_for_an_object,
+    not_found_message,
     segment_bounds,
 )
+from .state import Cancel as Cancel
 from .state import Progress as Progress
 
 __all__ = [
@@ -69,4 +72,7 @@ __all__ = [
     "Tracker",
     "select_memories",
     "segment_bounds",
+    "NOT_FOUND_HINT",
+    "not_found_message",
+    "asks_for_an_object",
 ]

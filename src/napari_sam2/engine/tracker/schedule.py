@@ -6,11 +6,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 
+import numpy as np
 import torch
 
 from ...model.sam2_model import NO_OBJECT_LOGIT
 from ..labels import LabelWriter, MaskPatch
-from .state import Cancel, FrameResult, Progress, RunReport, Track, TrackerError, segment_bounds
+from .state import (
+    Cancel,
+    FrameResult,
+    Progress,
+    RunReport,
+    Track,
+    TrackerError,
+    asks_for_an_object,
+    segment_bounds,
+)
 
 
 class ScheduleMixin:
@@ -106,6 +116,7 @@ class ScheduleMixin:
                     backward.setdefault(f, []).append((track, k))
         report.total = len(set(forward) | set(backward) | set(keys))
         stash: dict[int, dict[int, MaskPatch | tuple]] = {}
+        prompted: dict[int, set[int]] = {}  # frame -> objects written from their own keyframe there
         absent: dict[tuple[int, int, bool], int] = {}
 
         def compute(frame: int, reverse: bool, work: list[tuple[Track, int]]) -> None:
@@ -132,6 +143,7 @@ class ScheduleMixin:
 
         def finished(frame: int) -> tuple[int, dict[int, MaskPatch]]:
             patches = {obj: self._patch(*lw) for obj, lw in stash.pop(frame, {}).items()}
+            _keyframes_first(patches, prompted.pop(frame, set()), self.frame_hw)
             report.frames.append(frame)
             if progress is not None:
                 progress(len(report.frames), report.total)
@@ -144,7 +156,12 @@ class ScheduleMixin:
             for track, k in keys.get(frame, []):
                 track.owner[frame] = k
                 r = track.cond[k]
+                empty = r.low_res is None or bool((r.low_res <= NO_OBJECT_LOGIT).all())
+                if empty and asks_for_an_object(track.prompts.get(k)):
+                    report.not_found.append((frame, track.obj_id))  # keep what the labels hold there
+                    continue
                 stash.setdefault(frame, {})[track.obj_id] = (r.low_res, r.crop)
+                prompted.setdefault(frame, set()).add(track.obj_id)
             compute(frame, False, forward.get(frame, []))
             if frame not in backward:
                 yield finished(frame)
@@ -199,3 +216,21 @@ class ScheduleMixin:
             if writer is not None and patches:
                 writer.write(index(frame), patches)
         return report
+
+
+def _keyframes_first(patches: dict[int, MaskPatch], keyed: set[int], hw: tuple[int, int]) -> None:
+    """On a frame where some objects have their keyframe, their prompted masks win: a tracked
+    object's logits are cut to "outside" wherever a keyframed object's mask is (in place)."""
+    if not keyed or len(patches) <= len(keyed):
+        return
+    inside = np.zeros(hw, bool)
+    for obj in keyed:
+        inside |= patches[obj].full(hw) > 0
+    if not inside.any():
+        return
+    for obj, patch in list(patches.items()):
+        if obj in keyed or patch.logits.size == 0:
+            continue
+        logits = patch.full(hw, fill=NO_OBJECT_LOGIT)
+        logits[inside] = NO_OBJECT_LOGIT
+        patches[obj] = MaskPatch(logits) if (logits > 0).any() else MaskPatch.empty()

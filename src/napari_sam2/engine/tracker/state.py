@@ -5,7 +5,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
+import numpy as np
 import torch
 
 from ..prompts import Prompt
@@ -118,11 +120,40 @@ class Track:
 
 @dataclass
 class RunReport:
-    """What :meth:`Tracker.run` did: frames finished (written) in order, out of ``total``."""
+    """What :meth:`Tracker.run` did: frames finished (written) in order, out of ``total``;
+    ``not_found``: (frame, obj_id) keyframes where the model found no object at the prompt
+    (object score <= 0 or an empty mask): nothing was written for that object there, so the
+    labels it already had on that frame are kept, and the user is told (:attr:`message`)."""
 
     frames: list[int] = field(default_factory=list)
     total: int = 0
     cancelled: bool = False
+    not_found: list[tuple[int, int]] = field(default_factory=list)
+
+    @property
+    def message(self) -> str:
+        """One line for the user when the model found nothing at some prompt ('' otherwise)."""
+        return not_found_message(self.not_found)
+
+
+NOT_FOUND_HINT = "the model found no object at the click; try a box, more clicks or an official model"
+
+
+def asks_for_an_object(prompt: Prompt | None) -> bool:
+    """True for a prompt of positive clicks and/or a box only: an empty answer to it means the
+    model found nothing. With a negative click an empty answer can be what the user asked for."""
+    return prompt is not None and not bool((np.asarray(prompt.labels) == 0).any())
+
+
+def not_found_message(where: Sequence[tuple[Any, int]]) -> str:
+    """'object 3 on frame 12: the model found no object at the click; ...' for (frame, obj_id)
+    pairs (frames as ints or index tuples); '' for none."""
+    if not where:
+        return ""
+    parts = ", ".join(
+        f"object {obj} on frame {list(f) if isinstance(f, tuple) else f}" for f, obj in sorted(where, key=str)
+    )
+    return f"{parts}: {NOT_FOUND_HINT}"
 
 
 def segment_bounds(keyframes: Sequence[int], key: int, num_frames: int) -> tuple[int, int]:
