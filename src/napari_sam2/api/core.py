@@ -184,7 +184,9 @@ def segment(
                 else:
                     # as a mask (+1 inside, -1 outside): objects of one plane that overlap go to the
                     # smaller id, whatever their logits
-                    masks[obj] = MaskPatch(np.where(patch.logits > 0, 1.0, -1.0).astype(np.float32), patch.origin)
+                    masks[obj] = MaskPatch(
+                        np.where(patch.logits > 0, 1.0, -1.0).astype(np.float32), patch.origin
+                    )
                 done += 1
                 if progress is not None:
                     progress(done, len(pmap))
@@ -345,10 +347,10 @@ def propagate(
     return finish(target, labels_layer, record, out, geometry, force, messages(not_found))
 
 
-
 def messages(not_found: list) -> list[str]:
     """The result's messages: one line naming where the model found nothing, or none."""
     return [not_found_message(not_found)] if not_found else []
+
 
 def _through_time(
     source: Any,
