@@ -312,7 +312,13 @@ def test_missing_weights_offline_is_one_line(capsys, monkeypatch, vol_file, tmp_
 def test_models_list_shows_every_official_size(capsys, monkeypatch, tmp_path):
     monkeypatch.setenv(CACHE_ENV_VAR, str(tmp_path / "cache"))
     code, out, _ = run(capsys, "models", "list")
-    rows = {line.split()[0]: line.split()[1:3] for line in out.splitlines()[1:] if line.startswith("sam2")}
+    # columns: name, family (words), size (number, unit), cached, ...: the size is the first "<n> MiB"
+    rows = {}
+    for line in out.splitlines()[1:]:
+        words = line.split()
+        if line.startswith("sam2"):
+            i = words.index("MiB") if "MiB" in words else None
+            rows[words[0]] = words[i - 1 : i + 1] if i else ["?", ""]
     assert code == 0 and len(rows) == 8
     assert rows["sam2_hiera_small"] == ["176", "MiB"]  # 184,309,650 bytes
     assert all(size != "?" for size, _ in rows.values())

@@ -59,7 +59,7 @@ def test_api_results_say_when_the_model_found_nothing(monkeypatch):
     class NothingFound(core.ImagePredictor):  # the real predictor, answering with an empty mask
         def predict(self, prompt, **kwargs):
             got = super().predict(prompt, **kwargs)
-            got.masks[:] = False
+            got.logits[:] = -1.0  # every candidate empty (masks are logits > 0)
             return got
 
     image = np.random.default_rng(0).integers(0, 1000, (4, H, W)).astype(np.uint16)
