@@ -160,7 +160,7 @@ def test_disk_cache_round_trips_features_without_high_res_levels(ti_256, tmp_pat
     with torch.inference_mode():
         feats = ti_256.encode_image(torch.randn(1, 3, 256, 256))
     cache = EmbeddingCache(max_bytes=0, directory=tmp_path)  # disk only
-    key = CacheKey("plane", (), (0, 256, 0, 256), "efficienttam_ti_1", (0.0, 1.0), 256)
+    key = CacheKey("plane", (), (0, 0, 256, 256), "efficienttam_ti_1", (0.0, 1.0), 256)
     cache.put(key, feats)
     again = cache.get(key)
     assert cache.stats.disk_hits == 1 and torch.equal(again.embed, feats.embed)

@@ -139,7 +139,7 @@ def test_image_predictor_tiles_at_the_models_input_size(model_256):
     predictor.set_image(plane)
     assert len(predictor.grid.tiles) == 6 and all(t.height == t.width == 256 for t in predictor.grid.tiles)
     pred = predictor.predict(Prompt(points=[[250, 160]], labels=[1]), multimask=True)
-    r0, r1, c0, c1 = pred.bbox
+    r0, c0, r1, c1 = pred.bbox
     assert pred.masks.shape == (3, r1 - r0, c1 - c0) and pred.scores.shape == (3,)
     assert pred.full(pred.best).shape == plane.shape
 
