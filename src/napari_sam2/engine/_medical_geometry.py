@@ -23,7 +23,7 @@ from typing import Any
 
 import numpy as np
 
-from .sources import SourceError
+from .errors import SourceError
 
 __all__ = ["MedicalError", "MedicalGeometry", "OrientedArray", "axis_codes", "reorient"]
 

@@ -28,6 +28,8 @@ import numpy as np
 import tifffile
 import zarr
 
+from .errors import SourceError
+
 __all__ = ["ImageSource", "SourceError", "open_image"]
 
 _LETTERS = "tczyx"
@@ -41,10 +43,6 @@ _FULL_HASH_BYTES = 64 * 2**20  # numpy arrays up to this size are hashed whole
 # and windows per side of a plane too big to read whole
 _SAMPLE_FRAMES = 33
 _SAMPLE_GRID = 4
-
-
-class SourceError(ValueError):
-    """An image that cannot be opened or read as asked. The message says what is wrong and what to do."""
 
 
 class ImageSource:
