@@ -86,10 +86,38 @@ def test_click_segments_the_object_on_the_current_slice_only(viewer, qtbot, stac
     viewer.dims.set_current_step(0, z)
     widget.add_click((z, *centre(stack.labels[z], obj)))  # live mode: the click segments
     labels = viewer.layers["img SAM2 labels"]
-    assert labels.data.shape == stack.image.shape and labels.data.dtype == np.uint32
+    # uint16: napari draws it without converting the plane (uint32 is hashed on every redraw)
+    assert labels.data.shape == stack.image.shape and labels.data.dtype == np.uint16
     assert iou(labels.data[z] == 1, stack.labels[z] == obj) > 0.8
     assert not np.delete(labels.data, z, axis=0).any()  # no other slice written
     assert set(np.unique(labels.data)) == {0, 1}
+
+
+def test_object_ids_past_uint16_widen_the_new_labels_layer(viewer, qtbot, stack):
+    viewer.add_image(stack.image, name="img")
+    widget = make_widget(viewer, qtbot)
+    z = 6
+    obj = largest(stack, z)
+    viewer.dims.set_current_step(0, z)
+    widget.add_click((z, *centre(stack.labels[z], obj)))
+    labels = viewer.layers["img SAM2 labels"]
+    first = labels.data.copy()
+    assert labels.data.dtype == np.uint16
+    n = len(notification_manager.records)
+    widget.next_object()
+    widget.object_spin.setValue(70_000)  # as a user types it
+    other = next(o for o in np.unique(stack.labels[z]) if o not in (0, obj))
+    widget.add_click((z, *centre(stack.labels[z], other)))
+    assert labels.data.dtype == np.uint32  # widened, not refused
+    assert widget.last_error == ""
+    assert any("widened from uint16 to uint32 to hold object id 70000" in m for m in errors_since(n))
+    np.testing.assert_array_equal(labels.data == 1, first == 1)  # the first object kept
+    assert iou(labels.data[z] == 70_000, stack.labels[z] == other) > 0.8
+    widget.undo()
+    np.testing.assert_array_equal(labels.data, first)
+    while widget.session.undo_stack:  # the earlier uint16 steps still undo through the wider layer
+        widget.undo()
+    assert not labels.data.any() and widget.last_error == ""
 
 
 def test_a_click_that_finds_nothing_says_so_and_keeps_the_slice(viewer, qtbot, stack):
@@ -539,7 +567,8 @@ def test_copy_as_python_reproduces_the_widgets_labels_in_a_new_process(
             widget.redo()
         assert reworded == script
         again = run_script(reworded, tmp_path, case)
-        assert again.dtype == labels.dtype and labels.any()
+        # the script's labels are the API's uint32, the widget's layer uint16: the same values
+        assert again.dtype == np.uint32 and labels.dtype == np.uint16 and labels.any()
         np.testing.assert_array_equal(again, labels)
         results[case] = labels.copy()
     assert set(np.unique(results["segment"])) == {0, 1, 2}

@@ -24,6 +24,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
 from ..engine.intensity import dataset_window
+from ._label_edits import LABELS_DTYPE
 from ._layers import (
     ImageGeometry,
     LayerError,
@@ -274,7 +275,7 @@ class DataPicker(QGroupBox):
             return layer
         if not create:
             return None
-        data = np.zeros(geometry.shape, np.uint32)
+        data = np.zeros(geometry.shape, LABELS_DTYPE)  # shown by napari without conversion
         medical = {k: v for k, v in (image.metadata or {}).items() if k.startswith("napari_sam2_")}
         layer = self.viewer.add_labels(  # a medical image's geometry goes along, for the NIfTI writer
             data, name=labels_name(image), scale=image.scale, translate=image.translate, metadata=medical

@@ -55,6 +55,7 @@ class Tasks(StatusSink, Protocol):
         done: Callable[[Any], None],
         on_error: str | Callable[[BaseException], None],
         uses: tuple[Any, ...] = (),
+        on_progress: Callable[[], None] | None = None,
     ) -> None: ...
 
 

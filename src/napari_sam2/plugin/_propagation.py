@@ -33,6 +33,7 @@ from ..api.session import (
 from ..engine import PromptError
 from ..engine.automask import segment_everything
 from ._history import History
+from ._label_edits import fit_ids, show_edits, show_thumbnail
 from ._layers import LayerError, prompted_frames, raw_layer, same_layer
 from ._model_picker import ModelSlot
 from ._ports import Choices, ImagePicker, Tasks
@@ -115,6 +116,8 @@ class Propagation:
             frames = {}
             if self.prompts.points is not None:
                 frames = prompted_frames(*self.prompts.object_prompts(obj), len(fa))
+            if widened := fit_ids(labels, obj):
+                self.tasks.info(widened)
             writer = RecordingWriter(labels.data, overwrite=self.choices.overwrite())
             if axis == "z+t":
                 if not frames:
@@ -230,6 +233,9 @@ class Propagation:
                     f"choose z or t under 'Propagate along' to segment everything through the stack (image "
                     f"axes {geometry.axes!r}), or untick 'whole stack' to segment this slice"
                 )
+            # how many objects it finds is not known beforehand: uint32 holds any number of them
+            if widened := fit_ids(labels, int(np.iinfo(np.uint32).max)):
+                self.tasks.info(widened)
             writer = RecordingWriter(labels.data, overwrite=self.choices.overwrite())
             window = data.window(image, geometry)
         except USER_ERRORS as err:
@@ -285,6 +291,17 @@ class Propagation:
             on_done: ``on_done(report)`` after a run that returned (finished or cancelled).
         """
         obj, what = step.object_id, step.description
+        shown = 0  # writer.edits[:shown] are on screen
+
+        def show_new() -> None:  # GUI thread: redraw only the boxes written since, where in view
+            nonlocal shown
+            new = writer.edits[shown:]
+            shown += len(new)
+            show_edits(labels, new)
+
+        def show_rest() -> None:
+            show_new()
+            show_thumbnail(labels)
 
         def done(report):
             if on_done is not None:
@@ -292,7 +309,7 @@ class Propagation:
             self.on_report(report)
             obj_after = obj if next_id is None else next_id(report)
             self.history.record(replace(step, object_after=obj_after), writer)
-            labels.refresh()
+            show_rest()
             if obj_after != obj:
                 self.history.set_object_id(obj_after)
             total = getattr(report, "total", 0)
@@ -311,7 +328,7 @@ class Propagation:
 
         def failed(err):
             self.history.record(step, writer)
-            labels.refresh()
+            show_rest()
             self.tasks.error(title, err)
 
-        self.tasks.start(label, work, done, failed, uses)
+        self.tasks.start(label, work, done, failed, uses, on_progress=show_new)

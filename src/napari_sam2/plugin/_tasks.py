@@ -97,6 +97,7 @@ class TaskPanel(QWidget):
         self.last_error = ""
         self.details = ""
         self.uses: tuple[Any, ...] = ()  # the layers the running task reads or writes
+        self._progress_hook: Callable[[], None] | None = None  # the running task's on_progress
         self._queued: Callable[[], None] | None = None
         self.progress_bar = QProgressBar()
         self.progress_bar.setToolTip("Progress of the running task (frames, tiles or MiB downloaded)")
@@ -148,18 +149,21 @@ class TaskPanel(QWidget):
         done: Callable[[Any], None],
         on_error: str | Callable[[BaseException], None],
         uses: tuple[Any, ...] = (),
+        on_progress: Callable[[], None] | None = None,
     ) -> None:
         """Run ``work(progress, cancel)``, then ``done(result)``; on failure ``on_error(err)``, or
         :meth:`error` with ``on_error`` as the action's name. While another task runs, queue it
         (the latest request wins). ``uses``: the layers the task reads or writes (removing one
-        cancels it, see :meth:`cancel_if_using`)."""
+        cancels it, see :meth:`cancel_if_using`). ``on_progress()``: called in the GUI thread
+        after each unit of work (e.g. to show the frames written so far)."""
         if self.runner.closed:
             return
         if self.runner.busy:
-            self._queued = lambda: self.start(label, work, done, on_error, uses)
+            self._queued = lambda: self.start(label, work, done, on_error, uses, on_progress)
             self.status(f"{label} waits for {self.runner.label}")
             return
         self.uses = tuple(uses)
+        self._progress_hook = on_progress
         failed = on_error if callable(on_error) else (lambda err, what=on_error: self.error(what, err))
 
         def finish(result):
@@ -213,9 +217,11 @@ class TaskPanel(QWidget):
         self.progress_bar.setRange(0, max(total, 1))
         self.progress_bar.setValue(done)
         self.status(f"{label}: {done} / {total}")
+        if self._progress_hook is not None:
+            self._progress_hook()
 
     def _on_finished(self, label: str) -> None:
-        self.uses = ()
+        self.uses, self._progress_hook = (), None
         self.progress_bar.setRange(0, 1)
         self.progress_bar.setValue(1)
         self.cancel_button.setEnabled(False)

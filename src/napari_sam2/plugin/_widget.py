@@ -42,7 +42,7 @@ from ..engine.tracker import NOT_FOUND_HINT, asks_for_an_object
 from ._actions import ActionPanel, bind_keys, unbind_keys
 from ._data import DataPicker
 from ._history import History
-from ._label_edits import LayerLabelWriter, write_patch
+from ._label_edits import LayerLabelWriter, fit_ids, write_patch
 from ._layers import ImageGeometry, frame_prompt, same_layer
 from ._model_picker import DEMO, DEMO_NOTICE, ModelPicker, ModelSlot
 from ._ports import Choices
@@ -187,7 +187,6 @@ class Sam2Widget(QWidget):
         self.object_spin.valueChanged.connect(self.set_object_id)
         self.data.changed.connect(self._update_axes)
         self.data.changed.connect(self._on_image_changed)
-        self.runner.progressed.connect(self._on_task_progress)
         self._listen(self.viewer.layers.events.inserted, self._on_layer_inserted)
         self._listen(self.viewer.layers.events.removed, self._on_layer_removed)
         self._listen(self.viewer.dims.events.current_step, self._on_slice_changed)
@@ -447,6 +446,8 @@ class Sam2Widget(QWidget):
             pixels = int(np.count_nonzero(patch.logits > 0))
             found = pixels > 0 or not asks_for_an_object(prompt)  # a negative click may empty it
             if found:
+                if widened := fit_ids(labels, obj):
+                    self.tasks.info(widened)
                 writer = write_patch(labels, frame, obj, patch, overwrite=self.overwrite)
             else:  # an empty answer to positive clicks writes nothing: the object keeps its pixels
                 writer = RecordingWriter(LayerLabelWriter(labels, overwrite=self.overwrite))
@@ -568,9 +569,3 @@ class Sam2Widget(QWidget):
     # ------------------------------------------------------------------ plumbing
     def _on_report(self, report: Any) -> None:
         self.last_report = report
-
-    def _on_task_progress(self, done: int, total: int, label: str) -> None:
-        if label in ("propagate", "segment everything"):  # frames stream into the labels as they finish
-            for layer in self.tasks.uses:  # the task's own labels, whatever is picked now
-                if isinstance(layer, Labels) and layer in self.viewer.layers:
-                    layer.refresh()
