@@ -185,22 +185,23 @@ def assert_frame_equal(ref_ids, ref_masks, ours_logits: dict):
 
 
 @pytest.mark.parametrize(
-    ("kind", "size"),
+    ("trunk", "kind", "size"),
     [
-        ("", 512),
-        ("_1", 512),
-        ("_2", 512),
-        pytest.param("_1", 1024, marks=[pytest.mark.slow, pytest.mark.timeout(2400)]),
+        ("ti", "", 512),
+        ("ti", "_1", 512),
+        ("ti", "_2", 512),
+        ("s", "_1", 512),  # the Small trunk through the video path (memory parts as Ti's)
+        pytest.param("ti", "_1", 1024, marks=[pytest.mark.slow, pytest.mark.timeout(2400)]),
     ],
 )
-def test_clip_two_objects_correction_and_reverse(tmp_path, kind, size):
+def test_clip_two_objects_correction_and_reverse(tmp_path, trunk, kind, size):
     """7 frames; object 1 from a click and object 2 from a box on frame 0; forward propagation;
     correction clicks for both objects on frame 4; forward again; reverse from frame 4. With the
     efficient cross-attention (``_1``, ``_2``) frames that see two or more memories attend to pooled
     memories, so most frames exercise it."""
-    ref = run_oracle(tmp_path, {**video_job(size), "clip": str(write_clip(tmp_path / "clip"))}, "ti", kind)
+    ref = run_oracle(tmp_path, {**video_job(size), "clip": str(write_clip(tmp_path / "clip"))}, trunk, kind)
     images = ref["images"]
-    tracker = Tracker(ours(tmp_path, size, "ti", kind), lambda i: images[i], FRAMES, (H, W))
+    tracker = Tracker(ours(tmp_path, size, trunk, kind), lambda i: images[i], FRAMES, (H, W))
     seen_masks = 0
     for (_, step), record in zip(STEPS, ref["records"], strict=True):
         if step[0] == "prompt":
