@@ -238,9 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("batch", help="segment or propagate many images, resumably")
     p.add_argument("inputs", nargs="+", help="images, folders or glob patterns")
-    p.add_argument("--out-dir", required=True, help="where the labels go (<stem>_labels.tif)")
+    p.add_argument(
+        "--out-dir",
+        required=True,
+        help="where the labels go: <stem>_labels.tif; NIfTI/DICOM inputs <stem>_labels.nii.gz, NRRD .nrrd",
+    )
     p.add_argument("--mode", choices=("segment", "propagate"), default="segment")
-    p.add_argument("--format", choices=("tif", "zarr"), default="tif")
+    p.add_argument(
+        "--format",
+        choices=("tif", "zarr"),
+        default="tif",
+        help="labels of TIFF/zarr images (medical volumes keep their format and geometry)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace outputs that are not this batch's verified results"
+    )
     p.add_argument("--scheduler", default=None, help="dask.distributed scheduler address (default: local)")
     p.add_argument(
         "--workers", type=parse.nonnegative_int, default=None, help="local processes (0: in this one)"
