@@ -15,11 +15,13 @@ from .builders import (
     auto_mask,
     make_model,
     make_volume,
+    save_medsam2,
     save_sharp,
     save_tiny,
     square,
     write_tiff,
 )
+from .medical import write_series
 from .parity import close, iou, same_masks
 from .shared_data import shared_data_dir, shared_file
 
@@ -37,10 +39,12 @@ __all__ = [
     "make_model",
     "make_volume",
     "same_masks",
+    "save_medsam2",
     "save_sharp",
     "save_tiny",
     "shared_data_dir",
     "shared_file",
     "square",
+    "write_series",
     "write_tiff",
 ]

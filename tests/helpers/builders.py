@@ -13,7 +13,8 @@ from napari_sam2.engine import Prompt
 from napari_sam2.engine.automask import AutoMask
 from napari_sam2.model import HieraConfig, Sam2Config, Sam2Model
 from napari_sam2.model.checkpoint import save_checkpoint
-from napari_sam2.model.config import DEMO_CONFIG
+from napari_sam2.model.config import DEMO_CONFIG, VARIANTS
+from napari_sam2.model.weights import FAMILY_WEIGHTS
 
 # ---------------------------------------------------------------------------- files and volumes
 
@@ -46,6 +47,15 @@ def save_tiny(folder: Path) -> Path:
     """A small random-weight SAM2 in the official checkpoint layout (plus its config)."""
     torch.manual_seed(0)
     return save_checkpoint(Sam2Model(TINY), folder / "tiny.pt")
+
+
+def save_medsam2(folder: Path) -> Path:
+    """Random SAM 2.1 tiny weights as ``MedSAM2_latest.pt`` in the official layout (``{"model": state}``,
+    no config): the file name makes the loader pick the ``medsam2`` config (tiny at a 512 input)."""
+    torch.manual_seed(0)
+    path = folder / FAMILY_WEIGHTS["MedSAM2_latest"].filename
+    torch.save({"model": Sam2Model(VARIANTS["sam2.1_hiera_tiny"]).state_dict()}, path)
+    return path
 
 
 def save_sharp(folder: Path) -> Path:

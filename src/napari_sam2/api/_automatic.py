@@ -13,7 +13,6 @@ import torch
 from ..engine import automask
 from ..engine.automask import AutoMaskConfig
 from ..engine.cache import EmbeddingCache
-from ..engine.intensity import resolve_window
 from ..engine.labels import LabelWriter
 from ..engine.predictor import ImagePredictor
 from ..engine.provenance import ProvenanceRecord, image_entry, model_entry, options_entry, runtime_entry
@@ -21,11 +20,11 @@ from ..engine.sources import open_image
 from ..model import Sam2Model
 from ._inputs import (
     check_output,
-    default_window,
     discard_partial,
     image_input,
     labels_target,
     medical_geometry,
+    window_choice,
 )
 from ._inputs import resolve_model as _resolve_model
 from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
@@ -104,8 +103,9 @@ def segment_everything(
         if frame_axes:
             axis = axis or ("z" if "z" in frame_axes else "t")
         target, labels_layer = labels_target(labels, out, source, force)
-        # the engine resolves it so too; a CT volume's preset unless a window is given
-        win = resolve_window(default_window(window, geometry), source.sample_values)
+        # asked, else the model's convention (MedSAM2), else a CT volume's preset, else percentiles
+        choice = window_choice(window, net, geometry, source)
+        win = choice.window
         cache = EmbeddingCache(directory=cache_dir) if cache_dir is not None else None
         tiles = ImagePredictor(net, tile_size=tile_size, overlap=overlap)  # resolved tiling, to record
         report = automask.segment_everything(
@@ -148,7 +148,7 @@ def segment_everything(
             tiling={"tile_size": tiles.tile_size, "overlap": tiles.overlap},
             propagation=stack,
             options=options_entry(
-                window, axes, channel, min_area=min_area, generator=dataclasses.asdict(cfg)
+                window, axes, channel, min_area=min_area, generator=dataclasses.asdict(cfg), **choice.entry()
             ),
             runtime=runtime_entry(net),
         )

@@ -26,6 +26,7 @@ from ..engine.prompts import Prompt, PromptError
 from ..engine.provenance import ProvenanceError, file_sha256, guard_output, temporary_path
 from ..engine.provenance.prompt_files import merge_prompts, prompts_from_table, read_prompts
 from ..engine.sources import ImageSource
+from ..engine.window_choice import WindowChoice, choose_window
 from ..model import Sam2Model
 from ..model.weights import UnknownWeightsError, cache_dir, get_weights_info
 
@@ -129,11 +130,11 @@ def medical_geometry(source: ImageSource, layer: Any) -> Any:
     return source.medical
 
 
-def default_window(window: Any, geometry: Any) -> Any:
-    """The window to use: the one asked for, else a medical volume's preset (CT: a CT window)."""
-    if window is None and geometry is not None and geometry.preset != "auto":
-        return geometry.preset
-    return window
+def window_choice(window: Any, model: Any, geometry: Any, source: ImageSource) -> WindowChoice:
+    """The run's intensity window and why (:func:`~napari_sam2.engine.window_choice.choose_window`):
+    the one asked for, else the model's convention (MedSAM2), else a medical volume's preset (CT:
+    a CT window), else robust percentiles of ``source``'s sample."""
+    return choose_window(window, model=model, geometry=geometry, sample=source.sample_values)
 
 
 def labels_target(labels: Any, out: Any, source: ImageSource, force: bool = False) -> tuple[Any, Any]:

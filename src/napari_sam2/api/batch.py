@@ -1,12 +1,18 @@
 """Batch runs: one segment or propagate call per image, resumable, on local processes or a cluster.
 
 :func:`plan` turns inputs (files, folders, glob patterns) into :class:`BatchJob` objects, each with
-its output path ``<out_dir>/<stem>_labels.tif`` (or ``.zarr``) and a key: a hash of everything that
-determines the output (image path and size, prompts file content, model, options).
+its output path and a key: a hash of everything that determines the output (image path and size,
+prompts file content, model, options). TIFF and zarr images give ``<out_dir>/<stem>_labels.tif``
+(or ``.zarr``); medical volumes are written as the single-file API writes them, in their own
+geometry: a NIfTI (``scan.nii.gz`` or ``scan.nii``) or a DICOM series folder (``scan/``) as
+``scan_labels.nii.gz`` with the input's affine, an NRRD (``scan.nrrd``, ``scan.nhdr``) as
+``scan_labels.nrrd`` with its space and origin (provenance in the ``.sam2.json`` sidecar).
+
 :func:`run_batch` skips a job whose output exists *and verifies*: its provenance carries the job's
 key and the SHA-256 of the labels equals the recorded one. Outputs appear under their final name
 only when complete (:func:`~.engine.provenance.write_labels`), so after an interrupted run the finished
-images are skipped and the rest, including any damaged output, are computed.
+images are skipped and the rest are computed. Any other existing output (another job's, a damaged
+or hand-edited file) is never replaced unless ``force`` is given: :func:`plan` refuses it first.
 
 Where jobs run: in this process (``workers=0``), on local processes (default; ``spawn`` start so
 torch threads are safe), or on a ``dask.distributed`` cluster (``scheduler=`` an address or a
@@ -29,13 +35,35 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any
 
-from ..engine.provenance import ProvenanceError, guard_output, labels_digest, read_labels, read_record
+import numpy as np
+
+from ..engine.medical import is_medical
+from ..engine.provenance import (
+    OutputError,
+    ProvenanceError,
+    guard_output,
+    labels_digest,
+    read_labels,
+    read_record,
+)
 from . import core as api
 from ._inputs import LOADS, resolve_model
 
-__all__ = ["BatchError", "BatchJob", "BatchReport", "plan", "is_done", "run_job", "run_batch"]
+__all__ = [
+    "BatchError",
+    "BatchJob",
+    "BatchReport",
+    "is_done",
+    "output_suffix",
+    "plan",
+    "run_batch",
+    "run_job",
+]
 
 IMAGE_SUFFIXES = (".tif", ".tiff", ".zarr")
+MEDICAL_OUTPUTS = {".nii.gz": ".nii.gz", ".nii": ".nii.gz", ".nrrd": ".nrrd", ".nhdr": ".nrrd"}
+"""Medical input suffix -> labels suffix (a DICOM series folder gives ``.nii.gz``)."""
+INPUT_SUFFIXES = (*IMAGE_SUFFIXES, *MEDICAL_OUTPUTS)
 STEM_FIELD = "{stem}"
 
 
@@ -89,9 +117,21 @@ class BatchReport:
 
 
 def _stat(path: Path) -> list[int]:
-    """Size and mtime of a file, or of a zarr folder's metadata files."""
-    files = [path] if path.is_file() else sorted(path.glob("**/zarr.json")) + sorted(path.glob("**/.zarray"))
+    """Size and mtime of a file, of a zarr folder's metadata files, or of a DICOM folder's files."""
+    if path.is_file():
+        files = [path]
+    elif path.name.lower().endswith(".zarr"):
+        files = sorted(path.glob("**/zarr.json")) + sorted(path.glob("**/.zarray"))
+    else:
+        files = sorted(p for p in path.iterdir() if p.is_file())
     return [int(v) for f in files for v in (f.stat().st_size, f.stat().st_mtime_ns)]
+
+
+def _is_image(path: Path) -> bool:
+    """A TIFF, zarr, NIfTI or NRRD by its name, or a folder holding a DICOM series."""
+    if path.name.lower().endswith(INPUT_SUFFIXES):
+        return True
+    return path.is_dir() and is_medical(path)
 
 
 def _expand(inputs: Sequence[str | os.PathLike]) -> list[Path]:
@@ -104,24 +144,40 @@ def _expand(inputs: Sequence[str | os.PathLike]) -> list[Path]:
             if not matches:
                 raise BatchError(f"the pattern {text!r} matches no file")
             found += matches
-        elif path.is_dir() and not path.name.lower().endswith(".zarr"):
-            found += sorted(p for p in path.iterdir() if p.name.lower().endswith(IMAGE_SUFFIXES))
+        elif path.is_dir() and not _is_image(path):  # a folder of images (DICOM series as subfolders)
+            found += sorted(p for p in path.iterdir() if _is_image(p))
         elif path.exists():
             found.append(path)
         else:
             raise FileNotFoundError(f"input not found: {path}")
-    images = [p.resolve() for p in found if p.name.lower().endswith(IMAGE_SUFFIXES)]
+    images = [p.resolve() for p in found if _is_image(p)]
     if not images:
-        raise BatchError(f"no TIFF or zarr images among the inputs {[str(i) for i in inputs]}")
+        raise BatchError(
+            f"no TIFF, zarr, NIfTI, NRRD or DICOM images among the inputs {[str(i) for i in inputs]}"
+        )
     return list(dict.fromkeys(images))
 
 
 def _stem(path: Path) -> str:
+    """The name without its image suffix: ``scan.nii.gz`` -> ``scan``, ``cells.ome.tif`` -> ``cells``,
+    a DICOM folder ``series1/`` -> ``series1``."""
     name = path.name
-    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *IMAGE_SUFFIXES):
+    for suffix in (".ome.tiff", ".ome.tif", ".ome.zarr", *INPUT_SUFFIXES):
         if name.lower().endswith(suffix):
             return name[: -len(suffix)]
-    return path.stem
+    return name if path.is_dir() else path.stem
+
+
+def output_suffix(image: Path, suffix: str) -> str:
+    """The labels suffix for ``image``: a medical volume's own (``.nii.gz`` for NIfTI and DICOM,
+    ``.nrrd`` for NRRD, in its geometry), else ``suffix`` (``.tif`` or ``.zarr``)."""
+    name = image.name.lower()
+    for medical, out in MEDICAL_OUTPUTS.items():
+        if name.endswith(medical):
+            return out
+    if image.is_dir() and not name.endswith(".zarr"):  # a DICOM series folder
+        return ".nii.gz"
+    return suffix
 
 
 def plan(
@@ -135,6 +191,7 @@ def plan(
     device: str = "cpu",
     threads: int = 1,
     options: dict[str, Any] | None = None,
+    force: bool = False,
 ) -> list[BatchJob]:
     """One job per image. ``prompts`` is a file used for every image, or a pattern with
     ``{stem}`` (the image's name without suffix), e.g. ``"prompts/{stem}.csv"``.
@@ -142,10 +199,17 @@ def plan(
     ``out_dir`` is created if needed and checked for writing here, before any work; leftovers of
     interrupted runs in it are removed (with a warning).
 
+    Args:
+        suffix: ``.tif`` or ``.zarr``, for TIFF and zarr images; medical volumes keep their
+            format (:func:`output_suffix`).
+        force: replace existing outputs that are not this batch's verified results.
+
     Raises:
         BatchError: no images, an unknown mode, or two images with the same stem.
         FileNotFoundError: an input or a prompts file does not exist.
-        OutputError: ``out_dir`` cannot be created or written (the message names it).
+        OutputError: ``out_dir`` cannot be created or written (the message names it), or outputs
+            exist that this batch did not make (another job's, damaged, hand-edited) and ``force``
+            is False; the message names them.
     """
     if mode not in ("segment", "propagate"):
         raise BatchError(f"mode must be 'segment' or 'propagate', got {mode!r}")
@@ -155,12 +219,12 @@ def plan(
     for image in _expand(inputs):
         stem = _stem(image)
         if stem in stems:
-            raise BatchError(f"{image} and {stems[stem]} would both write {stem}_labels{suffix}; rename one")
+            raise BatchError(f"{image} and {stems[stem]} would both write {stem}_labels; rename one")
         stems[stem] = image
         prm = Path(prompts.replace(STEM_FIELD, stem)).expanduser()
         if not prm.is_file():
             raise FileNotFoundError(f"prompts file not found for {image.name}: {prm}")
-        out = out_dir / f"{stem}_labels{suffix}"
+        out = out_dir / f"{stem}_labels{output_suffix(image, suffix)}"
         for stale in guard_output(out, force=True, create_folder=True):  # before any work
             warnings.warn(
                 f"removed {stale.name}, left by an interrupted run, from {stale.parent}", stacklevel=2
@@ -169,6 +233,15 @@ def plan(
             BatchJob(
                 str(image), str(prm.resolve()), str(out), mode, model, device, threads, dict(options or {})
             )
+        )
+    foreign = [Path(j.out).name for j in jobs if not force and Path(j.out).exists() and not is_done(j)]
+    if foreign:
+        shown = ", ".join(foreign[:3]) + (f" and {len(foreign) - 3} more" if len(foreign) > 3 else "")
+        one = len(foreign) == 1
+        raise OutputError(
+            f"{shown} already exist{'s' if one else ''} in {out_dir} and {'is' if one else 'are'} not this "
+            f"batch's verified result{'' if one else 's'} (another job's, damaged or edited); pass --force "
+            "(force=True) to replace, or choose another output folder"
         )
     return jobs
 
@@ -180,10 +253,14 @@ def is_done(job: BatchJob) -> bool:
         return False
     try:
         record = read_record(out)
-        return record.extra.get("batch_job") == job.key and labels_digest(
-            read_labels(out)
-        ) == record.labels.get("sha256")
-    except (ProvenanceError, OSError, ValueError, KeyError):
+        if record.extra.get("batch_job") != job.key:
+            return False
+        labels = read_labels(out)
+        dtype = record.labels.get("dtype")
+        if dtype and str(labels.dtype) != dtype:  # NIfTI/NRRD store the smallest type that holds the ids
+            labels = np.asarray(labels).astype(dtype)
+        return labels_digest(labels) == record.labels.get("sha256")
+    except (ProvenanceError, OSError, ValueError, KeyError, TypeError):
         return False
 
 

@@ -35,7 +35,6 @@ import torch
 
 from ..engine.cache import EmbeddingCache
 from ..engine.frames import FrameError, FrameSequence
-from ..engine.intensity import resolve_window
 from ..engine.labels import LabelWriter, MaskPatch
 from ..engine.predictor import ImagePredictor
 from ..engine.prompts import PromptError
@@ -59,13 +58,13 @@ from ._inputs import (
     check_frames,
     check_ids,
     check_output,
-    default_window,
     discard_partial,
     image_input,
     labels_target,
     load_model,
     medical_geometry,
     prompt_map,
+    window_choice,
 )
 from ._inputs import resolve_model as _resolve_model
 from ._results import Cancel, Cancelled, Progress, SegmentationResult, finish
@@ -117,9 +116,11 @@ def segment(
         model: a loaded model, a name, a checkpoint path or ``"demo"`` (default: the best
             model available offline). Names and paths are loaded once per process.
         frame: the plane of prompts given without one (int or tuple over the t/z axes).
-        window: the intensity window for the whole dataset: None (robust percentiles; for a CT
-            volume the ``ct:soft_tissue`` preset), (low, high) such as napari contrast limits, or a
-            CT preset name.
+        window: the intensity window for the whole dataset: None (chosen: a MedSAM2 model gets
+            its authors' window, a CT volume the ``ct:soft_tissue`` preset, anything else robust
+            percentiles; see :mod:`napari_sam2.engine.window_choice`), "auto" (robust percentiles),
+            (low, high) such as napari contrast limits, or a CT preset name. The record keeps the
+            window used and why (``options["window_rule"]``, ``options["window_from"]``).
         tile_size, overlap, max_tiles, edge_margin: tiling of planes larger than the model
             input (see :class:`~napari_sam2.engine.predictor.ImagePredictor`).
         multimask: decode three candidates and keep the one with the best predicted IoU.
@@ -152,9 +153,10 @@ def segment(
     target = None
     try:
         geometry = medical_geometry(source, layer)
-        win = default_window(window, geometry)  # a CT volume's preset unless a window is given
         check_frames(pmap, source)
         net = _resolve_model(model, device)
+        # asked, else the model's convention (MedSAM2), else a CT volume's preset, else percentiles
+        choice = window_choice(window, net, geometry, source)
         target, labels_layer = labels_target(labels, out, source, force)
         cache = EmbeddingCache(directory=cache_dir) if cache_dir is not None else None
         pred = ImagePredictor(
@@ -170,7 +172,7 @@ def segment(
         done = 0
         not_found: list[tuple[tuple[int, ...], int]] = []
         for f in frames:
-            pred.set_image(source, frame=f, window=win)
+            pred.set_image(source, frame=f, window=choice.window)
             masks = {}
             for (pf, obj), p in sorted(pmap.items()):
                 if pf != f:
@@ -204,7 +206,9 @@ def segment(
                 "edge_margin": edge_margin,
             },
             propagation=None,
-            options=options_entry(window, axes, channel, overwrite=overwrite, multimask=multimask),
+            options=options_entry(
+                window, axes, channel, overwrite=overwrite, multimask=multimask, **choice.entry()
+            ),
             runtime=runtime_entry(net),
         )
     except BaseException as err:
@@ -269,16 +273,15 @@ def propagate(
     target = None
     try:
         geometry = medical_geometry(source, layer)
-        win = default_window(window, geometry)  # a CT volume's preset unless a window is given
         check_frames(pmap, source)
         frame_axes = source.axes[:-2]
         axis = axis or ("z" if "z" in frame_axes else "t")
         if axis == AXIS_Z_T:
-            net, target, labels_layer, resolved, report = _through_time(
-                source, pmap, model, device, fixed, win, crop, max_crop, stop_after_absent,
+            net, target, labels_layer, choice, report = _through_time(
+                source, pmap, model, device, fixed, window, geometry, crop, max_crop, stop_after_absent,
                 labels, out, force, overwrite, progress, cancel,
             )  # fmt: skip
-            fixed, window_used, not_found = {}, resolved, []
+            fixed, window_used, not_found = {}, choice.window, []
             if report.cancelled:
                 raise Cancelled(
                     f"cancelled after {len(report.objects)} of {source.frame_shape[0]} time points", target
@@ -301,7 +304,10 @@ def propagate(
                         f"object {obj}'s prompt on frame {list(f)} is not at {fixed}; propagation runs there"
                     )
             net = _resolve_model(model, device)
-            seq = FrameSequence(source, axis=axis, fixed=fixed, window=win, image_size=net.config.image_size)
+            choice = window_choice(window, net, geometry, source)  # as in segment
+            seq = FrameSequence(
+                source, axis=axis, fixed=fixed, window=choice.window, image_size=net.config.image_size
+            )
             pos = frame_axes.index(axis)
             target, labels_layer = labels_target(labels, out, source, force)
             tracker = Tracker(net, seq, len(seq), seq.frame_hw, crop=crop, max_crop=max_crop)
@@ -335,7 +341,7 @@ def propagate(
                 "max_crop": max_crop,
                 "stop_after_absent": stop_after_absent,
             },
-            options=options_entry(window, axes, channel, overwrite=overwrite),
+            options=options_entry(window, axes, channel, overwrite=overwrite, **choice.entry()),
             runtime=runtime_entry(net),
         )
     except BaseException as err:
@@ -359,6 +365,7 @@ def _through_time(
     device: Any,
     fixed: Any,
     window: Any,
+    geometry: Any,
     crop: Any,
     max_crop: Any,
     stop_after_absent: Any,
@@ -382,14 +389,14 @@ def _through_time(
             f"axis={AXIS_Z_T!r} runs through every time point and slice; leave out fixed={fixed}"
         )
     net = _resolve_model(model, device)
-    win = resolve_window(window, source.sample_values)
+    choice = window_choice(window, net, geometry, source)
     target, labels_layer = labels_target(labels, out, source, force)
     prompts3 = {(f[0], f[1], obj): p for (f, obj), p in sorted(pmap.items())}
     report = track_through_time(
-        net, source, prompts3, LabelWriter(target, overwrite=overwrite), window=win, crop=crop,
+        net, source, prompts3, LabelWriter(target, overwrite=overwrite), window=choice.window, crop=crop,
         max_crop=max_crop, progress=progress, cancel=cancel, stop_after_absent=stop_after_absent,
     )  # fmt: skip
-    return net, target, labels_layer, win, report
+    return net, target, labels_layer, choice, report
 
 
 @contextlib.contextmanager

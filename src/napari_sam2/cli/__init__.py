@@ -59,7 +59,8 @@ def _common(p: argparse.ArgumentParser, *, image: bool = True) -> None:
         "--window",
         type=parse.parse_window,
         default=None,
-        help="auto (robust percentiles; default, but a CT preset for CT volumes), LOW,HIGH or a CT preset",
+        help="auto (default: MedSAM2's own window for a MedSAM2 model, a CT preset for CT volumes, else "
+        "robust percentiles), LOW,HIGH or a CT preset",
     )
     p.add_argument("--axes", default=None, help="axes of the image if not inferable, e.g. zyx or tczyx")
     p.add_argument("--channel", type=int, default=None, help="channel to use of a multichannel image")
@@ -237,9 +238,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("batch", help="segment or propagate many images, resumably")
     p.add_argument("inputs", nargs="+", help="images, folders or glob patterns")
-    p.add_argument("--out-dir", required=True, help="where the labels go (<stem>_labels.tif)")
+    p.add_argument(
+        "--out-dir",
+        required=True,
+        help="where the labels go: <stem>_labels.tif; NIfTI/DICOM inputs <stem>_labels.nii.gz, NRRD .nrrd",
+    )
     p.add_argument("--mode", choices=("segment", "propagate"), default="segment")
-    p.add_argument("--format", choices=("tif", "zarr"), default="tif")
+    p.add_argument(
+        "--format",
+        choices=("tif", "zarr"),
+        default="tif",
+        help="labels of TIFF/zarr images (medical volumes keep their format and geometry)",
+    )
+    p.add_argument(
+        "--force", action="store_true", help="replace outputs that are not this batch's verified results"
+    )
     p.add_argument("--scheduler", default=None, help="dask.distributed scheduler address (default: local)")
     p.add_argument(
         "--workers", type=parse.nonnegative_int, default=None, help="local processes (0: in this one)"

@@ -330,6 +330,7 @@ def batch(args: argparse.Namespace) -> int:
         device=args.device,
         threads=args.threads,
         options=options,
+        force=args.force,
     )
     with progress_bar("batch", args.quiet, "image") as bar:
         report = b.run_batch(jobs, scheduler=args.scheduler, workers=args.workers, progress=bar)

@@ -41,6 +41,7 @@ __all__ = [
     "MedicalError",
     "MedicalGeometry",
     "is_medical",
+    "looks_like_ct",
     "open_medical",
     "read_labels_medical",
     "read_medical",
@@ -162,9 +163,22 @@ def read_medical(
     return (view if lazy else np.asarray(view)), geometry
 
 
+def looks_like_ct(values: np.ndarray) -> bool:
+    """True for values in Hounsfield units: the 1st percentile of the finite values at air
+    (<= -500 HU) and none above 5000 HU. MR, ultrasound and microscopy counts are >= about 0.
+
+    Args:
+        values: any-shape real array, e.g. a few planes or ``ImageSource.sample_values()``.
+    """
+    values = np.asarray(values)
+    if values.dtype.kind not in "iuf":
+        return False
+    values = np.asarray(values, dtype=np.float64).ravel()
+    values = values[np.isfinite(values)]
+    return bool(values.size) and np.percentile(values, 1) <= _CT_AIR_HU and values.max() <= _CT_MAX_HU
+
+
 def _modality(header: str | None, view: OrientedArray) -> tuple[str | None, str | None]:
-    if header in ("CT", "MR"):
-        return header, "header"
     if header:
         return header, "header"
     if view.dtype.kind not in "if":
@@ -172,10 +186,7 @@ def _modality(header: str | None, view: OrientedArray) -> tuple[str | None, str 
     n = view.shape[-3]
     planes = [view[(*(0,) * (view.ndim - 3), z)] for z in sorted({0, n // 2, n - 1})]
     values = np.concatenate([np.asarray(p, dtype=np.float64).ravel() for p in planes])
-    values = values[np.isfinite(values)]
-    if values.size and np.percentile(values, 1) <= _CT_AIR_HU and values.max() <= _CT_MAX_HU:
-        return "CT", "values"
-    return None, None
+    return ("CT", "values") if looks_like_ct(values) else (None, None)
 
 
 def write_labels_like(

@@ -6,10 +6,12 @@ the viewer shows, the engine's lazy source for it, and the output Labels layer (
 the image's size).
 
 It also owns the *model input* window: by default one fixed window for the whole dataset, never
-moved by the contrast slider (a medical volume's preset from napari-sam2's reader, e.g. a CT
-window, else :func:`napari_sam2.engine.intensity.dataset_window` of a sample of the image, computed
-once), or, when asked, the layer's display contrast limits; the line under the picker says which
-one is in use and its numbers.
+moved by the contrast slider (the window of the model's authors when they fix one -- MedSAM2's,
+from :func:`napari_sam2.engine.window_choice.model_window`, the rule the API uses too --, else a
+medical volume's preset from napari-sam2's reader, e.g. a CT window, else
+:func:`napari_sam2.engine.intensity.dataset_window` of a sample of the image, computed once), or,
+when asked, the layer's display contrast limits; the line under the picker says which one is in
+use, its numbers and why.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
 from ..engine.intensity import dataset_window
+from ..engine.window_choice import WindowChoice, model_window, window_convention
 from ._label_edits import LABELS_DTYPE
 from ._layers import (
     ImageGeometry,
@@ -66,6 +69,9 @@ class DataPicker(QGroupBox):
         self.on_labels_created = on_labels_created
         self._sources: dict[tuple, Any] = {}
         self._windows: dict[tuple, tuple[float, float]] = {}
+        self._model_windows: dict[tuple, WindowChoice | None] = {}
+        self.model_of: Callable[[], Any] = lambda: None
+        """The model in use (the widget sets it), whose authors' window convention wins."""
         self._watched: Image | None = None  # the image whose contrast limits the window line follows
         form = QFormLayout(self)
         self.image_combo = QComboBox()
@@ -184,6 +190,10 @@ class DataPicker(QGroupBox):
                 f"contrast limits {low:g}..{high:g} (display contrast: the slider changes the results)"
             )
             return (low, high)
+        choice = self._model_window(layer, geometry)
+        if choice is not None:  # the model's own convention (MedSAM2): fixed, and said whose it is
+            self._show(f"{choice.text} (fixed)")
+            return choice.window.as_tuple()
         preset = _preset(layer)
         if preset is not None:  # the reader's medical window: fixed, and said in the reader's words
             self._show(f"{preset[1]} (fixed)")
@@ -196,6 +206,20 @@ class DataPicker(QGroupBox):
         low, high = self._windows[key]
         self._show(f"{_num(low)} - {_num(high)} (dataset: fixed; the slider only changes the display)")
         return (low, high)
+
+    def _model_window(self, layer: Image, geometry: ImageGeometry | None) -> WindowChoice | None:
+        """The window the model's authors use for ``layer`` (computed once per image and model)."""
+        model = self.model_of()
+        name = window_convention(model)
+        if name is None:
+            return None
+        key = (id(raw_layer(layer)), id(layer.data), id(model))
+        if key not in self._model_windows:
+            geometry = self.geometry() if geometry is None else geometry
+            medical = (layer.metadata or {}).get("napari_sam2_geometry")
+            choice = model_window(model, medical, self.source(layer, geometry).sample_values)
+            self._model_windows = {key: choice}  # only the current image and model
+        return self._model_windows[key]
 
     def show_window(self) -> None:
         """Say which window the next action uses (computing a small image's dataset window now);
@@ -214,17 +238,19 @@ class DataPicker(QGroupBox):
             return
         try:
             geometry = self.geometry()
+            convention = window_convention(self.model_of())
+            key = (id(raw_layer(layer)), id(layer.data))
+            known = (*key, id(self.model_of())) in self._model_windows if convention else key in self._windows
             if (
                 self.uses_display_contrast
-                or _preset(layer) is not None
-                or (
-                    (id(raw_layer(layer)), id(layer.data)) in self._windows
-                    or int(np.prod(geometry.shape)) <= _EAGER_VALUES
-                )
+                or (convention is None and _preset(layer) is not None)
+                or known
+                or int(np.prod(geometry.shape)) <= _EAGER_VALUES
             ):
                 self.window(layer, geometry)
             else:
-                self._show("dataset window: fixed, computed at the first click")
+                whose = f"{convention}'s window" if convention else "dataset window"
+                self._show(f"{whose}: fixed, computed at the first click")
         except (LayerError, ValueError) as err:  # an unusable image: the actions will say why
             self._show(f"no window: {err}"[:80])
 

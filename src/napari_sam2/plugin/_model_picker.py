@@ -165,6 +165,7 @@ class ModelSlot:
     Args:
         picker: the Model box (what to load, and where it shows the model in use).
         tasks: runs the load (download with progress, Cancel) and shows its errors.
+        on_change: called after the model in use changed.
 
     Attributes:
         model: a ``Sam2Model``, or any predictor ``Backend`` for segmentation only (None: none yet).
@@ -172,9 +173,12 @@ class ModelSlot:
         predictor: an :class:`~napari_sam2.engine.ImagePredictor` over it (its tiling and embeddings).
     """
 
-    def __init__(self, picker: ModelPicker, tasks: Tasks) -> None:
+    def __init__(
+        self, picker: ModelPicker, tasks: Tasks, on_change: Callable[[], None] | None = None
+    ) -> None:
         self.picker = picker
         self.tasks = tasks
+        self.on_change = on_change
         self.model: Any = None
         self.name = ""
         self.predictor: ImagePredictor | None = None
@@ -186,6 +190,8 @@ class ModelSlot:
         self.name = name or (config.name if config is not None else type(model).__name__)
         self.predictor = ImagePredictor(model)
         self.picker.show_model(self.name, getattr(model, "device", "cpu"))
+        if self.on_change is not None:  # e.g. the window line: MedSAM2 brings its own window
+            self.on_change()
 
     def load(
         self, source: str | None = None, device: str | None = None, then: Callable | None = None

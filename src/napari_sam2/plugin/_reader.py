@@ -19,6 +19,7 @@ import numpy as np
 
 from ..engine.intensity import resolve_window
 from ..engine.medical import MEDICAL_SUFFIXES, MedicalGeometry, is_medical, open_medical, write_labels_like
+from ..engine.window_choice import modality_reason
 
 __all__ = ["get_reader", "read_medical_layers", "write_labels"]
 
@@ -42,11 +43,7 @@ def describe_window(geometry: MedicalGeometry | None, window: tuple[float, float
     """One line for the widget: which intensity preset a medical layer got, and why."""
     if geometry is None:
         return f"contrast limits {window[0]:g}..{window[1]:g}"
-    why = (
-        f"{geometry.modality} from the {geometry.modality_from}"
-        if geometry.modality
-        else "not CT by its values"
-    )
+    why = modality_reason(geometry)[1]
     name = PRESET_NAMES.get(geometry.preset, geometry.preset)
     return f"{name}: {window[0]:g}..{window[1]:g} ({why})"
 

@@ -92,7 +92,8 @@ class Sam2Widget(QWidget):
         self.model_picker = ModelPicker()
         self.actions = ActionPanel(lambda name: getattr(self, name)())
         self.tasks = TaskPanel(threaded)
-        self.models = ModelSlot(self.model_picker, self.tasks)
+        self.models = ModelSlot(self.model_picker, self.tasks, on_change=self.data.show_window)
+        self.data.model_of = lambda: self.models.model  # MedSAM2 brings its authors' window
         self.prompts = PromptLayers(
             viewer, self.session, self.data.require_image, self._on_prompts_changed, self.toggle_polarity
         )
