@@ -45,6 +45,7 @@ from .finetune import (
     _iou,
     _prepare,
     _prompt_batch,
+    recent_parts,
 )
 
 __all__ = [
@@ -195,9 +196,7 @@ def train_alternatives(
         for p in model.parameters():
             p.requires_grad_(True)
     result.seconds = time.perf_counter() - start
-    if history:
-        recent = history[-50:]
-        result.parts = {k: float(np.mean([h[k] for h in recent])) for k in recent[0]}
+    result.parts = recent_parts(history)
     return result
 
 

@@ -563,6 +563,12 @@ def _schedule(cfg: TrainingConfig) -> Callable[[int], float]:
     return factor
 
 
+def recent_parts(history: list[dict[str, float]], last: int = 50) -> dict[str, float]:
+    """Each loss part averaged over the ``last`` steps of ``history`` ({} when there were none)."""
+    recent = history[-last:]
+    return {k: float(np.mean([h[k] for h in recent])) for k in recent[0]} if recent else {}
+
+
 def train(
     model: Sam2Model,
     data: Iterable[Any],
@@ -646,9 +652,7 @@ def train(
             for p in model.parameters():
                 p.requires_grad_(True)
     result.seconds = time.perf_counter() - start
-    if history:
-        recent = history[-50:]
-        result.parts = {k: float(np.mean([h[k] for h in recent])) for k in recent[0]}
+    result.parts = recent_parts(history)
     if out is not None:
         result.checkpoint = save_checkpoint(model, out)
     return result
