@@ -42,6 +42,7 @@ def test_segment_one_click_per_nucleus_matches_ground_truth(tmp_path):
 
 
 def test_demo_sets_up_the_sample_data_and_the_widget(qtbot, capsys):
+    from napari_sam2.plugin._data import labels_name
     from napari_sam2.plugin._prompts import POINTS_NAME, SHAPES_NAME
     from napari_sam2.plugin._sample import sample_nuclei_3d
     from napari_sam2.plugin._widget import Sam2Widget
@@ -50,8 +51,11 @@ def test_demo_sets_up_the_sample_data_and_the_widget(qtbot, capsys):
     try:
         expected = [t[1].get("name") for t in sample_nuclei_3d() if len(t) > 1]
         names = [layer.name for layer in viewer.layers]
-        # the sample's layers, then the prompt layers the widget makes when it opens (first click works)
-        assert names == [*expected, SHAPES_NAME, POINTS_NAME]  # the clicks' layer on top, selected
+        # the sample's layers, then the output and prompt layers the widget makes when it opens (the first
+        # click works and does not wait for napari to add a labels layer)
+        output = labels_name(widget.image_layer)
+        assert names == [*expected, output, SHAPES_NAME, POINTS_NAME]  # the clicks' layer on top, selected
+        assert viewer.layers.selection.active is widget.points_layer
         assert isinstance(widget, Sam2Widget)
         assert widget.parent() is not None  # docked into the viewer's window
         assert widget.model_name == "demo" and widget.model.config.name == "demo"

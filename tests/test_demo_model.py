@@ -27,10 +27,12 @@ def test_shipped_file_is_small_and_documented():
     path = models.demo_checkpoint_path()
     assert path.stat().st_size < 10 * 2**20
     recipe = json.loads(path.with_suffix(".json").read_text())
-    # the command that wrote it (recorded before the recipe moved to `napari-sam2 demo-model train`)
-    assert recipe["name"] == "demo" and " train --out src/napari_sam2/data/demo_sam2.pt" in recipe["command"]
+    assert recipe["name"] == "demo" and recipe["command"] == demo.COMMAND
     assert recipe["evaluation"]["click_iou_2d"] > 0 and recipe["training_seconds"] > 0
-    assert recipe["recipe"] == _jsonable(DemoRecipe())  # the code's recipe is the shipped model's
+    assert recipe["recipe"] == _jsonable(demo.RECIPE_V1_1)  # the code's recipe is the shipped model's
+    # v1.1's last stage resumed from the v1 file, whose stages 1-3 are recorded too
+    assert recipe["started_from"]["stage"] == demo.RECIPE_V1_1.n_stages == 4
+    assert recipe["stages_1_3"]["recipe"] == _jsonable(DemoRecipe())
 
 
 def test_load_by_name_and_as_offline_default(tmp_path, monkeypatch):

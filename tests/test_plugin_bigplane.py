@@ -75,6 +75,10 @@ def test_clicks_on_a_6000_plane_write_only_the_object(make_napari_viewer, qtbot)
     widget.set_model(FloodFillBackend(256))
     widget.live_check.setChecked(True)
     assert widget.runner.threaded  # the default: the model runs in a worker thread
+    # the output layer comes with the prompt layers, when the widget opens, not with the first click
+    assert [layer.name for layer in viewer.layers] == ["big", "big SAM2 labels", "SAM2 boxes", "SAM2 prompts"]
+    assert viewer.layers.selection.active.name == "SAM2 prompts"  # clicks go to the prompts
+    qtbot.wait(1000)  # napari draws the new layers (a user cannot click before the window shows them)
 
     def click(i: int) -> float:
         with GapMeter() as meter:
@@ -86,7 +90,7 @@ def test_clicks_on_a_6000_plane_write_only_the_object(make_napari_viewer, qtbot)
         assert widget.last_error == ""
         return meter.longest()
 
-    first = click(0)  # creates the 6000 x 6000 labels layer: napari's own cost, reported apart
+    first = click(0)  # the labels layer exists already: the first click is a click like the others
     labels = viewer.layers["big SAM2 labels"]
     writes, refreshes = [], []
     real_setitem = labels.data_setitem
@@ -116,11 +120,11 @@ def test_clicks_on_a_6000_plane_write_only_the_object(make_napari_viewer, qtbot)
     assert 0 < undo < 30 * 2 * 4 * 61 * 61 * 1.1  # two uint32 boxes of 51 x 51 voxels per step
     cache = widget.predictor.cache.nbytes
     print(
-        f"\nfirst click (creates the labels layer): longest GUI gap {first:.2f} s; next 30 clicks: longest "
+        f"\nfirst click: longest GUI gap {first:.3f} s; next 30 clicks: longest "
         f"{max(gaps):.3f} s, median {np.median(gaps):.3f} s; RSS +{grown / MIB:.0f} MiB (embedding cache "
         f"{cache / MIB:.0f} MiB, undo {undo / 1024:.0f} KiB)"
     )
-    assert max(gaps) < 1.0  # generous: software OpenGL redraws the 6000 x 6000 canvas in this gap
+    assert max([*gaps, first]) < 1.0  # generous: software OpenGL redraws the 6000 x 6000 canvas in this gap
     assert grown < 180 * MIB  # measured ~140 MiB on CI, 25 of them the embedding cache
 
     # once the layers are removed, nothing of the plugin holds the labels (144 MB) or their layer

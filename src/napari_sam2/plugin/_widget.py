@@ -347,10 +347,23 @@ class Sam2Widget(QWidget):
         """Create (once) the prompts Points layer and the boxes Shapes layer over the image, or adopt
         the ones in the viewer, and select the prompts layer in add mode."""
         try:
-            return self.prompts.ensure()
+            layers = self.prompts.ensure()
         except USER_ERRORS as err:
             self.tasks.error("Add prompt layers", err)
             return None
+        self._prepare_labels()
+        return layers
+
+    def _prepare_labels(self) -> None:
+        """Create the output labels layer now, with the prompt layers, unless one is picked: napari
+        takes 0.3-2 s to add a labels layer of a large plane (the first one of a session the longest),
+        which would otherwise stall the first click (docs/plugin.md). A layer that does not fit is
+        reported when a click writes, not here."""
+        try:
+            if self.data.existing_labels() is None:
+                self.data.labels_layer(create=True)
+        except USER_ERRORS:
+            pass
 
     def add_click(self, world: tuple[float, ...] | np.ndarray, positive: bool | None = None) -> None:
         """Add a click at a world position (as a mouse click in the prompts layer does)."""

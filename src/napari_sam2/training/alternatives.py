@@ -73,12 +73,14 @@ class AlternativesConfig:
         group_gap: objects closer than this (pixels at the model's input) join the clicked one in
             output 2's target.
         loss_focal, loss_dice, loss_iou: weights of the loss terms (as in fine-tuning).
+        iou_margin: the two heads learn to predict their IoU with the clicked object less this
+            margin, so a click keeps output 0 (v1's mask) unless an alternative is clearly better.
         intensity_jitter, intensity_gamma: the planes' window and gamma jitter (see
             :class:`~.finetune.TrainingConfig`).
         seed: seeds the plane, object and click draws.
     """
 
-    steps: int = 1500
+    steps: int = 2000
     lr: float = 1e-3
     warmup_steps: int = 50
     objects: int = 8
@@ -86,6 +88,7 @@ class AlternativesConfig:
     loss_focal: float = 5.0
     loss_dice: float = 1.0
     loss_iou: float = 1.0
+    iou_margin: float = 0.1
     intensity_jitter: float = 0.25
     intensity_gamma: float = 0.3
     seed: int = 5
@@ -223,7 +226,7 @@ def _step_loss(
     focal, dice = _focal(logits, target), _dice(logits, target)  # (K, 2)
     with torch.no_grad():
         actual = _iou(logits > 0, obj[:, None].expand_as(logits))  # IoU with the clicked object
-    iou_l1 = (dec.iou[:, 1:3].float() - actual).abs()
+    iou_l1 = (dec.iou[:, 1:3].float() - (actual - cfg.iou_margin).clamp(min=0)).abs()
     loss = (cfg.loss_focal * focal + cfg.loss_dice * dice + cfg.loss_iou * iou_l1).mean()
     parts = {
         "focal": float(focal.detach().mean()),
