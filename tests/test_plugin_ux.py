@@ -151,6 +151,33 @@ def test_first_click_on_the_canvas_segments_and_reopening_adopts_the_layers(
     assert not widget.last_error and not again.last_error
 
 
+def test_the_output_layer_comes_with_the_prompt_layers_unless_it_cannot_be_made(
+    make_napari_viewer, qtbot, monkeypatch
+):
+    """The labels layer is made when the widget opens (napari's cost of adding it must not fall on
+    the first click); a volume whose labels cannot be allocated still opens the widget."""
+    from napari_sam2.plugin._data import DataPicker
+
+    viewer, layer = sample_viewer(make_napari_viewer)
+    _, widget = open_widget(viewer, qtbot)
+    names = [ly.name for ly in viewer.layers]
+    assert names[-3:] == [f"{layer.name} SAM2 labels", "SAM2 boxes", "SAM2 prompts"]
+    assert widget.labels_combo.currentText() == f"{layer.name} SAM2 labels"
+    assert viewer.layers[names[-3]].data.shape == layer.data.shape and not viewer.layers[names[-3]].data.any()
+
+    def no_memory(self, create=True):
+        if create:
+            raise MemoryError("cannot allocate")
+        return None
+
+    monkeypatch.setattr(DataPicker, "labels_layer", no_memory)
+    viewer2, _ = sample_viewer(make_napari_viewer)
+    _, widget2 = open_widget(viewer2, qtbot)
+    names2 = [ly.name for ly in viewer2.layers]
+    assert names2[-2:] == ["SAM2 boxes", "SAM2 prompts"] and not any("SAM2 labels" in n for n in names2)
+    assert widget2.points_layer is not None and not widget2.last_error
+
+
 # ---------------------------------------------------------------------------------------------- item 3
 @pytest.mark.parametrize(
     ("shape", "scale"),

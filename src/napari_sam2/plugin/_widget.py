@@ -358,11 +358,11 @@ class Sam2Widget(QWidget):
         """Create the output labels layer now, with the prompt layers, unless one is picked: napari
         takes 0.3-2 s to add a labels layer of a large plane (the first one of a session the longest),
         which would otherwise stall the first click (docs/plugin.md). A layer that does not fit is
-        reported when a click writes, not here."""
+        reported when a click writes, not here, and so is a volume too large to hold its labels."""
         try:
             if self.data.existing_labels() is None:
                 self.data.labels_layer(create=True)
-        except USER_ERRORS:
+        except (*USER_ERRORS, MemoryError):
             pass
 
     def add_click(self, world: tuple[float, ...] | np.ndarray, positive: bool | None = None) -> None:
