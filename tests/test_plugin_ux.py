@@ -156,7 +156,8 @@ def test_the_output_layer_comes_with_the_prompt_layers_unless_it_cannot_be_made(
 ):
     """The labels layer is made when the widget opens (napari's cost of adding it must not fall on
     the first click); a volume whose labels cannot be allocated still opens the widget."""
-    from napari_sam2.plugin._data import DataPicker
+    from napari_sam2.plugin import _data
+    from napari_sam2.plugin._layers import LayerError
 
     viewer, layer = sample_viewer(make_napari_viewer)
     _, widget = open_widget(viewer, qtbot)
@@ -165,16 +166,22 @@ def test_the_output_layer_comes_with_the_prompt_layers_unless_it_cannot_be_made(
     assert widget.labels_combo.currentText() == f"{layer.name} SAM2 labels"
     assert viewer.layers[names[-3]].data.shape == layer.data.shape and not viewer.layers[names[-3]].data.any()
 
-    def no_memory(self, create=True):
-        if create:
-            raise MemoryError("cannot allocate")
-        return None
+    class NoMemoryNumpy:  # numpy whose zeros() cannot allocate, as for a huge volume
+        def __getattr__(self, name):
+            return getattr(np, name)
 
-    monkeypatch.setattr(DataPicker, "labels_layer", no_memory)
+        def zeros(self, *args, **kwargs):
+            raise MemoryError("Unable to allocate")
+
+    monkeypatch.setattr(_data, "np", NoMemoryNumpy())
     viewer2, _ = sample_viewer(make_napari_viewer)
     _, widget2 = open_widget(viewer2, qtbot)
     names2 = [ly.name for ly in viewer2.layers]
     assert names2[-2:] == ["SAM2 boxes", "SAM2 prompts"] and not any("SAM2 labels" in n for n in names2)
+    with pytest.raises(
+        LayerError, match=r"a labels layer of \(32, 256, 256\) \(0.0 GiB\) does not fit in memory"
+    ):
+        widget2.labels_layer()  # what the first write reports, in one line
     assert widget2.points_layer is not None and not widget2.last_error
 
 

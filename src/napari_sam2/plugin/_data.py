@@ -301,7 +301,14 @@ class DataPicker(QGroupBox):
             return layer
         if not create:
             return None
-        data = np.zeros(geometry.shape, LABELS_DTYPE)  # shown by napari without conversion
+        try:
+            data = np.zeros(geometry.shape, LABELS_DTYPE)  # shown by napari without conversion
+        except MemoryError as err:
+            size = np.prod(geometry.shape, dtype=np.float64) * np.dtype(LABELS_DTYPE).itemsize
+            raise LayerError(
+                f"a labels layer of {geometry.shape} ({size / 2**30:.1f} GiB) does not fit in memory; "
+                "pick an existing labels layer, or crop the image"
+            ) from err
         medical = {k: v for k, v in (image.metadata or {}).items() if k.startswith("napari_sam2_")}
         layer = self.viewer.add_labels(  # a medical image's geometry goes along, for the NIfTI writer
             data, name=labels_name(image), scale=image.scale, translate=image.translate, metadata=medical
