@@ -357,13 +357,10 @@ class Sam2Widget(QWidget):
     def _prepare_labels(self) -> None:
         """Create the output labels layer now, with the prompt layers, unless one is picked: napari
         takes 0.3-2 s to add a labels layer of a large plane (the first one of a session the longest),
-        which would otherwise stall the first click (docs/plugin.md). A layer that does not fit is
-        reported when a click writes, not here, and so is a volume too large to hold its labels."""
-        try:
-            if self.data.existing_labels() is None:
-                self.data.labels_layer(create=True)
-        except (*USER_ERRORS, MemoryError):
-            pass
+        which would otherwise stall the first click (docs/plugin.md). A picked layer that does not fit,
+        or labels too large for memory, are reported when a click writes, not here."""
+        with contextlib.suppress(*USER_ERRORS):
+            self.data.labels_layer(create=True)
 
     def add_click(self, world: tuple[float, ...] | np.ndarray, positive: bool | None = None) -> None:
         """Add a click at a world position (as a mouse click in the prompts layer does)."""
