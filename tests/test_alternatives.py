@@ -57,7 +57,10 @@ def test_only_the_heads_of_outputs_1_and_2_learn():
     assert all(p.requires_grad for p in model.parameters())  # the freeze is undone
     predictor.set_image(stack.image)
     second = predictor.predict(click, multimask=True)
-    assert np.array_equal(first.full(0), second.full(0)) and first.scores[0] == second.scores[0]
+    assert np.array_equal(first.full(0), second.full(0))
+    # output 0's IoU row is bit-identical (above), but its score is computed in one matrix product with
+    # the changed rows: AVX2 kernels block that product differently and move it by 1 ulp (measured)
+    assert abs(first.scores[0] - second.scores[0]) <= 1e-6 * abs(first.scores[0])
     assert not np.array_equal(first.full(1), second.full(1))
 
 
