@@ -440,6 +440,25 @@ def test_closing_napari_during_a_propagation_exits_cleanly(tmp_path):
     assert "has been deleted" not in run.stderr, run.stderr
 
 
+def test_a_deferred_marker_fit_after_napari_deleted_the_widget_is_a_no_op(make_napari_viewer, qtbot):
+    """Showing the dock queues a marker fit for the next event-loop turn; if napari closes first and
+    its Qt objects are gone, that fit must do nothing (it once raised "wrapped C/C++ object of type
+    QComboBox has been deleted" and aborted napari's exit during a propagation)."""
+    from qtpy import sip
+    from qtpy.QtGui import QShowEvent
+
+    viewer = make_napari_viewer(show=True)
+    viewer.open_sample(PLUGIN, "nuclei_3d")
+    _dock, widget = open_widget(viewer, qtbot)
+    combo = widget.data.image_combo
+    widget.showEvent(QShowEvent())  # queues the fit
+    sip.delete(combo)  # as napari's close deletes the widgets before the queued call runs
+    with pytest.raises(RuntimeError, match="has been deleted"):
+        widget.prompts.fit_markers()  # what the queued call meets now
+    QApplication.processEvents()  # the queued fit runs: an exception here fails the test (pytest-qt)
+    assert not widget._closed
+
+
 # ---------------------------------------------------------------------------------------------- item 8
 def contrast(fg, bg):
     def lum(h):

@@ -211,7 +211,18 @@ class Sam2Widget(QWidget):
     def showEvent(self, event) -> None:
         """Once docked and shown, size the markers for the canvas that is left beside the dock."""
         super().showEvent(event)
-        QTimer.singleShot(0, self.prompts.fit_markers)
+        QTimer.singleShot(0, self._fit_markers)
+
+    def _fit_markers(self) -> None:
+        """:meth:`showEvent`'s deferred call: napari may have closed (and deleted this widget's Qt
+        objects) before it runs, e.g. when the window closes during a propagation."""
+        if self._closed:
+            return
+        try:
+            self.prompts.fit_markers()
+        except RuntimeError as err:  # "wrapped C/C++ object of type ... has been deleted"
+            if "has been deleted" not in str(err):
+                raise
 
     def close_session(self) -> None:
         """Cancel the running task and wait for it, and stop listening to the viewer (the layers and
