@@ -3,7 +3,7 @@ shipped demo model, onto the chosen device.
 
 Without a name, :func:`default_model` picks the best model available offline: official weights
 already in the cache (smallest first), else the small demo model that ships inside the package
-(trained on synthetic nuclei; for trying the plugin, not for real data).
+(trained on nuclei, mostly synthetic; for trying the plugin, rough on real data).
 """
 
 from __future__ import annotations

@@ -45,8 +45,9 @@ __all__ = [
 CHECKPOINT_FILE = "checkpoint file..."
 DEMO = "demo"
 DEMO_NOTICE = (
-    "The 'demo' model is a tiny SAM2 trained only on generated nuclei like the sample (File > Open "
-    "Sample > Nuclei 3D); on real images its masks are poor. For your data pick an official model "
+    "The 'demo' model is a tiny SAM2 trained mostly on generated nuclei like the sample (File > Open "
+    "Sample > Nuclei 3D); on real images its masks are rough (about 0.6 IoU on real nuclei, less on "
+    "other objects). For your data pick an official model "
     "under Model (e.g. sam2.1_hiera_tiny; downloaded once) and press Load."
 )
 """Said once per widget when the demo model is used on an image other than the sample."""
@@ -55,7 +56,7 @@ DEMO_NOTICE = (
 def model_hint(name: str) -> str:
     """One line about a picker entry: its family and what it is good for ("EdgeTAM: fast on CPU")."""
     if name == DEMO:
-        return "demo: small model trained on synthetic nuclei, for trying the plugin"
+        return "demo: small model trained on nuclei (mostly synthetic), for trying the plugin"
     if name == CHECKPOINT_FILE:
         return "a SAM2-family checkpoint file on this computer"
     if name not in OFFICIAL_WEIGHTS and name not in FAMILY_WEIGHTS:
