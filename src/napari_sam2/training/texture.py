@@ -35,7 +35,7 @@ from scipy import ndimage
 
 from ..engine.intensity import IMAGENET_MEAN, IMAGENET_STD
 from ..model import Sam2Model
-from .finetune import TrainingConfig, TrainingError, _as_pair, _ClipSampler, _prepare
+from .finetune import TrainingConfig, TrainingError, _as_pair, _ClipSampler, _prepare, recent_parts
 
 __all__ = ["TextureConfig", "TextureResult", "perturb", "train_texture"]
 
@@ -168,7 +168,7 @@ def train_texture(
     mean = torch.tensor(IMAGENET_MEAN, dtype=torch.float32)[:, None, None]
     std = torch.tensor(IMAGENET_STD, dtype=torch.float32)[:, None, None]
     result = TextureResult()
-    history: list[tuple[float, float]] = []
+    history: list[dict[str, float]] = []
     start = time.perf_counter()
     flush = torch.set_flush_denormal(True)
     try:
@@ -196,7 +196,10 @@ def train_texture(
                 result.losses.append(float(loss.detach()))
                 parts = per_plane.detach()
                 history.append(
-                    (float(parts[: cfg.plain].mean()) if cfg.plain else 0.0, float(parts[cfg.plain :].mean()))
+                    {
+                        "plain": float(parts[: cfg.plain].mean()) if cfg.plain else 0.0,
+                        "textured": float(parts[cfg.plain :].mean()),
+                    }
                 )
                 result.steps = step + 1
                 if progress is not None:
@@ -207,12 +210,7 @@ def train_texture(
         for p in model.parameters():
             p.requires_grad_(True)
     result.seconds = time.perf_counter() - start
-    recent = history[-50:]
-    if recent:
-        result.parts = {
-            "plain": float(np.mean([h[0] for h in recent])),
-            "textured": float(np.mean([h[1] for h in recent])),
-        }
+    result.parts = recent_parts(history)
     return result
 
 
