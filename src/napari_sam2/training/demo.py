@@ -177,6 +177,11 @@ class DemoRecipe:
         extra = [c for c in (self.alternatives, self.texture, self.after_texture) if c is not None]
         return [self.training, *self.finetune, *extra]
 
+    @property
+    def texture_stage(self) -> int | None:
+        """The texture stage's number (1-based; None: no texture stage)."""
+        return None if self.texture is None else self.stages.index(self.texture) + 1
+
 
 RECIPE_V2 = DemoRecipe(
     finetune=(_STAGE_2, _STAGE_3, _STAGE_4),
@@ -330,11 +335,10 @@ def train_demo(
     if recipe.blend is not None:
         if recipe.texture is None or not 0.0 < recipe.blend <= 1.0:
             raise TrainingError(f"blend needs a texture stage and 0 < blend <= 1, got {recipe.blend}")
-        texture_stage = recipe.stages.index(recipe.texture) + 1
-        if start_stage > texture_stage:
+        if start_stage > recipe.texture_stage:
             raise TrainingError(
-                f"the recipe blends with the weights stage {texture_stage} started from, so a resumed run "
-                f"must start at stage {texture_stage} or earlier, not {start_stage}"
+                f"the recipe blends with the weights stage {recipe.texture_stage} started from, so a resumed "
+                f"run must start at stage {recipe.texture_stage} or earlier, not {start_stage}"
             )
     threads = torch.get_num_threads()
     torch.set_num_threads(recipe.threads)
@@ -404,16 +408,17 @@ def _train_demo(
             results.append(train_alternatives(model, data + widened, config, progress=progress))
             continue
         if isinstance(config, TextureConfig):
-            before = {k: v.clone() for k, v in model.state_dict().items()}
+            if recipe.blend is not None:  # kept only for the blend
+                before = {k: v.clone() for k, v in model.state_dict().items()}
             results.append(train_texture(model, data, config, progress=progress))
             continue
         late = number >= recipe.widened_from_stage and config is not recipe.after_texture
         stage_data = data + widened if late else data
         results.append(train(model, stage_data, config, device="cpu", progress=progress))
     if recipe.blend is not None:
-        texture_stage = stages.index(recipe.texture) + 1
         log(
-            f"blend: {recipe.blend} x the trained weights + the rest x those stage {texture_stage} started from"
+            f"blend: {recipe.blend} x the trained weights + the rest x those stage {recipe.texture_stage} "
+            "started from"
         )
         model.load_state_dict(_blend(before, model.state_dict(), recipe.blend))
     save_checkpoint(model, out)
