@@ -58,6 +58,24 @@ def require_reference():
         pytest.importorskip("sam2", reason="the reference sam2==1.1.0 is installed by scripts/setup.sh")
 
 
+@pytest.fixture(scope="module", autouse=True)
+def _module_threads():
+    """A module that sets torch's thread count (some pin one thread for steady figures) does not
+    pass it on to the modules after it: before this, every test after ``test_automask_demo`` ran
+    on one thread."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(autouse=True)
+def _test_threads():
+    """The same for a test that sets the thread count in its body."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(autouse=True)
 def _no_grad():
     with torch.inference_mode():

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-import torch
 
 from napari_sam2.engine import load_model
 from napari_sam2.engine.automask import segment_everything
@@ -43,15 +42,16 @@ def test_instance_f1_helper():
 
 def test_demo_model_segments_every_nucleus_of_a_3d_stack():
     """With its default filters (AutoMaskConfig.for_model: the demo model's own thresholds), on
-    nine held-out stacks of 8 nuclei. Measured: 0.93, 0.86, 0.80, 0.93, 0.75, 0.93, 0.86, 0.86,
-    0.93 (mean 0.87); without the model's third stage 0.84, with an earlier model 0.83, and SAM2's
-    own thresholds kept too few masks with that one (0.67, 0.50, 0.40 on the first three)."""
-    torch.set_num_threads(1)
+    nine held-out stacks of 8 nuclei. Measured with the shipped v1.2 file: 0.875, 0.857, 0.941,
+    0.800, 0.875, 0.625, 0.857, 0.800, 0.857 (mean 0.832; v1.1 0.87, an earlier model 0.83, and
+    SAM2's own thresholds kept too few masks with that one: 0.67, 0.50, 0.40 on the first three)."""
     model = load_model("demo", device="cpu")
     scores = []
     for seed in range(HELD_OUT, HELD_OUT + 9):
         stack = nuclei_3d((32, 256, 256), n_objects=8, seed=seed)
         report = segment_everything(model, stack.image)
         scores.append(instance_f1(np.asarray(report.labels), stack.labels))
-        print(f"seed {seed}: instance F1 {scores[-1]:.3f}, {len(report.objects)} objects found, {stack.n_objects} true")
-    assert np.mean(scores) >= 0.8, scores
+        print(
+            f"seed {seed}: instance F1 {scores[-1]:.3f}, {len(report.objects)} objects found, {stack.n_objects} true"
+        )
+    assert np.mean(scores) >= 0.82, scores

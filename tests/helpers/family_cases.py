@@ -34,12 +34,12 @@ def _prompts(s: float) -> dict:
 H, W, FRAMES = 60, 80, 7
 
 
-def write_clip(folder: Path) -> Path:
+def write_clip(folder: Path, frames: int = FRAMES) -> Path:
     """Two bright discs drifting over a noisy background, as JPEG frames 0.jpg, 1.jpg, ..."""
     folder.mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     yy, xx = np.mgrid[:H, :W]
-    for i in range(FRAMES):
+    for i in range(frames):
         img = np.full((H, W, 3), 30.0)
         img[(yy - 30) ** 2 + (xx - 20 - 4 * i) ** 2 < 150] = 200
         img[(yy - 20) ** 2 + (xx - 60 + 2 * i) ** 2 < 60, 1] = 160
@@ -48,19 +48,44 @@ def write_clip(folder: Path) -> Path:
     return folder
 
 
-# (reference step, our step); reference points are (x, y), ours (row, col)
-STEPS = [
-    (["points", 0, 1, [[22, 30]], [1], True], ("prompt", 0, 1, Prompt(points=[[30, 22]], labels=[1]), True)),
-    (["box", 0, 2, [50, 8, 72, 32]], ("prompt", 0, 2, Prompt(box=(8, 50, 32, 72)), True)),
-    (["propagate", 0, False], ("propagate", 0, False)),
-    (
-        ["points", 4, 1, [[40, 10]], [0], False],
-        ("prompt", 4, 1, Prompt(points=[[10, 40]], labels=[0]), False),
-    ),
-    (
-        ["points", 4, 2, [[52, 20]], [1], False],
-        ("prompt", 4, 2, Prompt(points=[[20, 52]], labels=[1]), False),
-    ),
-    (["propagate", 0, False], ("propagate", 0, False)),
-    (["propagate", 4, True], ("propagate", 4, True)),
-]
+def clip_steps(corrected: int = 4, again: bool = True) -> list:
+    """(reference step, our step) pairs; reference points are (x, y), ours (row, col).
+
+    Object 1 from a click and object 2 from a box on frame 0; a forward pass; a negative click on
+    object 1 and a positive one on object 2 (on its disc, which drifts 2 pixels left a frame) on
+    frame ``corrected``; forward again from 0 if ``again``; reverse from ``corrected``."""
+    x2 = 60 - 2 * corrected
+    steps = [
+        (
+            ["points", 0, 1, [[22, 30]], [1], True],
+            ("prompt", 0, 1, Prompt(points=[[30, 22]], labels=[1]), True),
+        ),
+        (["box", 0, 2, [50, 8, 72, 32]], ("prompt", 0, 2, Prompt(box=(8, 50, 32, 72)), True)),
+        (["propagate", 0, False], ("propagate", 0, False)),
+        (
+            ["points", corrected, 1, [[40, 10]], [0], False],
+            ("prompt", corrected, 1, Prompt(points=[[10, 40]], labels=[0]), False),
+        ),
+        (
+            ["points", corrected, 2, [[x2, 20]], [1], False],
+            ("prompt", corrected, 2, Prompt(points=[[20, x2]], labels=[1]), False),
+        ),
+    ]
+    if again:
+        steps.append((["propagate", 0, False], ("propagate", 0, False)))
+    steps.append((["propagate", corrected, True], ("propagate", corrected, True)))
+    return steps
+
+
+STEPS = clip_steps()  # the 7-frame clip: 19 tracked frames
+SHORT_FRAMES, SHORT_CORRECTED = 4, 2
+SHORT_STEPS = clip_steps(SHORT_CORRECTED, again=False)  # 4 frames, 7 tracked frames: for the slow 1024 input
+
+
+def clip_case(size: int) -> tuple[int, list, int]:
+    """(frames, steps, corrected frame) of the video parity clip for a model input ``size``: the
+    7-frame clip, or at 1024 (where both sides encode about ten times slower on a CPU) the 4-frame
+    clip with the same kinds of step apart from the second forward pass."""
+    if size >= 1024:
+        return SHORT_FRAMES, SHORT_STEPS, SHORT_CORRECTED
+    return FRAMES, STEPS, 4
