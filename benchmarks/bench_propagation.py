@@ -130,9 +130,7 @@ def microscopy_case(n: int, tmp: Path) -> dict:
     with torch.inference_mode():
         t_ref, t_ours, _, _ = abba(
             lambda: time_ref(ref, state, prompts),
-            lambda: time_ours(
-                lambda: Tracker(model, seq, n, seq.frame_hw, crop=256, max_crop=256), prompts
-            ),
+            lambda: time_ours(lambda: Tracker(model, seq, n, seq.frame_hw, crop=256, max_crop=256), prompts),
         )
     return {"case": "microscopy 2048, 3 objects, window 256", "frames": n, "ref_s": t_ref, "ours_s": t_ours}
 

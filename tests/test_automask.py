@@ -223,8 +223,6 @@ def test_holes_and_specks_are_cleaned_on_cpu():
 # ------------------------------------------------------------------ large planes: tile seams
 
 
-
-
 def _bright(shape, shapes):
     img = np.full(shape, 40, np.uint8)
     truth = np.zeros(shape, np.uint16)
@@ -345,6 +343,7 @@ def test_stack_seeds_get_consistent_new_ids_and_keyframes_are_written(monkeypatc
     """Random weights with the object score forced to 'absent': tracked frames stay empty, so the
     labels show exactly what the seeds added. Seeds are found by a stand-in generator."""
     import napari_sam2.engine.automask as am
+
     model = make_model(score_bias=-20.0)
     stack = np.zeros((9, 48, 56), np.uint8)
     boxes = {0: [(5, 5, 20, 20)], 4: [(5, 5, 20, 20), (25, 30, 40, 50)], 8: [(30, 5, 45, 20)]}
@@ -382,6 +381,7 @@ def test_stack_seeds_get_consistent_new_ids_and_keyframes_are_written(monkeypatc
 
 def test_stack_cancel_keeps_finished_seeds(monkeypatch):
     import napari_sam2.engine.automask as am
+
     monkeypatch.setattr(am, "generate_masks", lambda *a, frame, **k: [auto_mask((5, 5, 20, 20), (48, 56))])
     seen = []  # cancel once the first seed frame is finished
 
@@ -455,7 +455,10 @@ def test_demo_model_gets_its_own_filter_defaults():
         assert (cfg.pred_iou_thresh, cfg.stability_score_thresh) == (0.7, 0.9)
         assert cfg.points_per_side == 32 and cfg.box_nms_thresh == 0.7  # the rest is SAM2's
     official = AutoMaskConfig.for_model(Sam2Model(get_config("sam2.1_hiera_tiny")))
-    assert official == AutoMaskConfig() and (official.pred_iou_thresh, official.stability_score_thresh) == (0.8, 0.95)
+    assert official == AutoMaskConfig() and (official.pred_iou_thresh, official.stability_score_thresh) == (
+        0.8,
+        0.95,
+    )
     assert AutoMaskConfig.build(None, demo, pred_iou_thresh=0.5).pred_iou_thresh == 0.5
     assert AutoMaskConfig.build(None, demo, pred_iou_thresh=0.5).stability_score_thresh == 0.9
     assert AutoMaskConfig.build(AutoMaskConfig(), demo) == AutoMaskConfig()  # a given config is used as is

@@ -330,7 +330,9 @@ def test_command_line_prints_tables(tmp_path, tiny_model, capsys):
     np.savez(tmp_path / "plane.npz", image=plane.image, labels=plane.labels)
     out = tmp_path / "report.md"
     data = str(tmp_path / "plane.npz")
-    code = cli_main(["evaluate", "--model", str(ckpt), "--device", "cpu", "--data", data, "-q", "--output", str(out)])
+    code = cli_main(
+        ["evaluate", "--model", str(ckpt), "--device", "cpu", "--data", data, "-q", "--output", str(out)]
+    )
     assert code == 0
     printed = capsys.readouterr().out
     assert "| **mean** |" in printed and "| model | data | objects |" in printed
@@ -339,7 +341,9 @@ def test_command_line_prints_tables(tmp_path, tiny_model, capsys):
 
 def test_command_line_errors_exit_cleanly(tmp_path, tiny_model, capsys):
     ckpt = save_checkpoint(tiny_model, tmp_path / "tiny.pt")
-    code = cli_main(["evaluate", "--model", str(ckpt), "--device", "cpu", "--data", str(tmp_path / "missing.npz")])
+    code = cli_main(
+        ["evaluate", "--model", str(ckpt), "--device", "cpu", "--data", str(tmp_path / "missing.npz")]
+    )
     assert code == 2
     err = capsys.readouterr().err
     assert err.startswith("napari-sam2: error: ") and "neither a file nor one of: generated" in err

@@ -53,7 +53,9 @@ def test_quick_cpu_run_records_every_stage(tmp_path):
     assert list(data["stages"]) == list(STAGES)
     for name, rec in data["stages"].items():
         status = rec["status"]
-        assert status in ("ok", "skipped"), f"{name}: {status}: {rec.get('reason')}\n{rec.get('traceback', '')}"
+        assert status in ("ok", "skipped"), (
+            f"{name}: {status}: {rec.get('reason')}\n{rec.get('traceback', '')}"
+        )
         if status == "skipped":
             assert rec["reason"], name  # an explicit reason: --stages, --no-install or the budget
             if name not in RUN:

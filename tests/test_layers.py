@@ -92,13 +92,17 @@ def test_no_import_against_the_layer_direction():
                 continue
             there = _layer(target)
             if there != here and there not in ALLOWED[here]:
-                offenders.append(f"{path.relative_to(PACKAGE.parent)}:{line} ({here or 'top'}) imports {target}")
+                offenders.append(
+                    f"{path.relative_to(PACKAGE.parent)}:{line} ({here or 'top'}) imports {target}"
+                )
     assert not offenders, "imports against the layer direction:\n" + "\n".join(offenders)
 
 
 def test_every_layer_is_known():
     layers = {_layer_of_file(p) for p in _sources()}
-    assert layers <= set(ALLOWED), f"a new layer needs a rule here and in docs/architecture.md: {layers - set(ALLOWED)}"
+    assert layers <= set(ALLOWED), (
+        f"a new layer needs a rule here and in docs/architecture.md: {layers - set(ALLOWED)}"
+    )
 
 
 @pytest.mark.parametrize(
@@ -131,5 +135,7 @@ def test_no_test_module_imports_another():
                 names = [a.name for a in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
                 names = [node.module]
-            offenders += [f"{path.relative_to(tests)}:{node.lineno} imports {n}" for n in names if n in modules]
+            offenders += [
+                f"{path.relative_to(tests)}:{node.lineno} imports {n}" for n in names if n in modules
+            ]
     assert not offenders, "\n".join(offenders)

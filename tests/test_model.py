@@ -32,7 +32,11 @@ def test_state_dict_layout_equals_official(variant):
 
 @pytest.mark.parametrize(
     ("variant", "params"),
-    [("sam2_hiera_tiny", 38_945_986), ("sam2.1_hiera_small", 46_060_354), ("sam2.1_hiera_large", 224_446_642)],
+    [
+        ("sam2_hiera_tiny", 38_945_986),
+        ("sam2.1_hiera_small", 46_060_354),
+        ("sam2.1_hiera_large", 224_446_642),
+    ],
 )
 def test_parameter_counts_match_published_sizes(variant, params):
     with torch.device("meta"):
@@ -62,15 +66,24 @@ def test_custom_size_shapes_through_every_step(image_size):
     e, lr = image_size // 16, image_size // 4
     feats = model.encode_image(torch.randn(2, 3, image_size, image_size))
     assert feats.embed.shape == (2, 256, e, e) and feats.pos.shape == (2, 256, e, e)
-    assert feats.high_res[0].shape == (2, 32, 4 * e, 4 * e) and feats.high_res[1].shape == (2, 64, 2 * e, 2 * e)
+    assert feats.high_res[0].shape == (2, 32, 4 * e, 4 * e) and feats.high_res[1].shape == (
+        2,
+        64,
+        2 * e,
+        2 * e,
+    )
 
     one = feats.select(1)
     coords = torch.tensor([[[image_size / 3, image_size / 2]]])
-    out = model.decode(model.embed_without_memory(one), one.high_res, coords, torch.tensor([[1]]), multimask=True)
+    out = model.decode(
+        model.embed_without_memory(one), one.high_res, coords, torch.tensor([[1]]), multimask=True
+    )
     assert out.masks.shape == (1, 3, lr, lr) and out.iou.shape == (1, 3) and out.tokens.shape == (1, 3, 256)
     assert ((out.iou >= 0) & (out.iou <= 1)).all()
 
-    frame = model.predict_frame(model.embed_without_memory(one), one.high_res, coords, torch.tensor([[1]]), multimask=True)
+    frame = model.predict_frame(
+        model.embed_without_memory(one), one.high_res, coords, torch.tensor([[1]]), multimask=True
+    )
     mem, pos = model.encode_memory(one, frame.low_res, frame.object_score, from_clicks=True)
     assert mem.shape == (1, 64, e, e) and pos.shape == (1, 64, e, e)
     cond = model.condition_on_memory(
@@ -104,7 +117,7 @@ def test_rope_rotation_is_relative(use_complex):
     rq = rotate(q)
     torch.testing.assert_close(rq, Rotation(rope_angles(4, 4, 8))(q))
     torch.testing.assert_close(rq.norm(dim=-1), q.norm(dim=-1))
-    dots = (rq[0, 0] @ rq[0, 0].T)
+    dots = rq[0, 0] @ rq[0, 0].T
     # tokens 0->1 and 5->6 are both one column apart on the same row
     torch.testing.assert_close(dots[0, 1], dots[5, 6])
     assert not torch.allclose(dots[0, 1], dots[0, 2])

@@ -18,6 +18,7 @@ ROOT = Path(__file__).resolve().parents[1]
 PACKAGE_MANIFEST = ROOT / "src" / "napari_sam2" / "napari.yaml"
 DIST_NAME = "napari-sam2"
 
+
 def test_root_manifest_is_identical_to_packaged_manifest():
     assert (ROOT / "napari.yaml").read_bytes() == PACKAGE_MANIFEST.read_bytes(), (
         "napari only loads src/napari_sam2/napari.yaml; copy it over the root napari.yaml"

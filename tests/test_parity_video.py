@@ -69,7 +69,9 @@ def assert_frame_equal(ref_masks, ref_ids, ours: dict):
         diff = (r - ours[obj_id]).abs().max().item()
         assert diff <= LOGIT_ATOL, f"object {obj_id}: max abs diff {diff:.3g}"
         flipped = ((r > 0) != (ours[obj_id] > 0)) & (r.abs() > LOGIT_ATOL)
-        assert not flipped.any(), f"object {obj_id}: {int(flipped.sum())} pixels differ away from the threshold"
+        assert not flipped.any(), (
+            f"object {obj_id}: {int(flipped.sum())} pixels differ away from the threshold"
+        )
 
 
 def assert_state_equal(ref, state, tracker: Tracker):

@@ -119,7 +119,11 @@ def _memory_contrast(model: Sam2Model, monkeypatch) -> tuple[float, float]:
     mem, pos = model.encode_memory(feats.select(0), low_res, torch.ones(1, 1), True)
     monkeypatch.setattr(F, "scaled_dot_product_attention", spy)
     model.condition_on_memory(
-        feats.select(1), [Memory(mem, pos, 0), Memory(mem, pos, 1)], torch.randn(1, 2, 64), torch.tensor([1.0, 2.0]), 4
+        feats.select(1),
+        [Memory(mem, pos, 0), Memory(mem, pos, 1)],
+        torch.randn(1, 2, 64),
+        torch.tensor([1.0, 2.0]),
+        4,
     )
     monkeypatch.undo()
     weights = seen[0][0, 0].detach()
@@ -159,7 +163,9 @@ def test_memory_init_changes_only_the_documented_tensors():
     assert changed - expected == set() and expected - changed == set(), sorted(changed ^ expected)
 
 
-@pytest.mark.parametrize("kwargs", [{"gain": 0.0}, {"frequencies": 0}, {"frequencies": 99}, {"slot_norm": 0.0}, {"mask_gain": 0.0}])
+@pytest.mark.parametrize(
+    "kwargs", [{"gain": 0.0}, {"frequencies": 0}, {"frequencies": 99}, {"slot_norm": 0.0}, {"mask_gain": 0.0}]
+)
 def test_memory_init_bad_arguments(kwargs):
     with pytest.raises(ValueError, match="need gain > 0"):
         localise_memory_attention(Sam2Model(DEMO_CONFIG), **kwargs)
@@ -179,4 +185,7 @@ def test_memory_init_mask_gain_scales_only_the_mask_path():
     localise_memory_attention(model, mask_gain=20.0)
     assert torch.allclose(last.weight, 20 * weight) and torch.allclose(last.bias, 20 * bias)
     differ = {k for k, v in model.state_dict().items() if not torch.equal(v, plain.state_dict()[k])}
-    assert differ == {"memory_encoder.mask_downsampler.encoder.12.weight", "memory_encoder.mask_downsampler.encoder.12.bias"}
+    assert differ == {
+        "memory_encoder.mask_downsampler.encoder.12.weight",
+        "memory_encoder.mask_downsampler.encoder.12.bias",
+    }

@@ -111,12 +111,16 @@ def test_tiled_click_is_as_good_as_the_best_single_view(demo, place, radius, ove
         assert len(pred.grid.tiles) == 9
         mask = pred.predict(Prompt(points=[click], labels=[1])).full()
         tiled, views = iou(mask, truth), single_view_ious(demo, image, truth, click, window)
-        print(f"{place} r={radius} seed={seed}: tiled {tiled:.3f}, single views {min(views):.3f}-{max(views):.3f}")
+        print(
+            f"{place} r={radius} seed={seed}: tiled {tiled:.3f}, single views {min(views):.3f}-{max(views):.3f}"
+        )
         assert tiled >= max(views) - MARGIN, (seed, tiled, max(views))
         assert ndimage.label(mask, structure=np.ones((3, 3)))[1] == 1, seed
 
 
-@pytest.mark.parametrize("place", ["four_tile_corner", "seam", "tile_edge_at_plane_border", "shifted_last_tile_seam"])
+@pytest.mark.parametrize(
+    "place", ["four_tile_corner", "seam", "tile_edge_at_plane_border", "shifted_last_tile_seam"]
+)
 def test_a_big_object_where_tiles_meet_comes_out_in_one_piece(demo, place):
     """Radius 36, the size of issue 24's report: beyond what the demo model segments well (IoU
     0.2-0.6 in any view), but its mask is one piece. Before, 2-4 pieces at some of these places,

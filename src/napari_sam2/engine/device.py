@@ -44,14 +44,22 @@ def select_device(device: str | torch.device | None = None) -> torch.device:
     try:
         dev = torch.device(device)
     except (RuntimeError, TypeError):
-        raise DeviceError(f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'") from None
+        raise DeviceError(
+            f"unknown device {device!r}; use 'auto', 'cpu', 'cuda', 'cuda:N' or 'mps'"
+        ) from None
     if dev.type == "cuda":
         if not torch.cuda.is_available():
-            raise DeviceError(f"device {device!r} was requested but CUDA is not available here; use 'cpu' or 'auto'")
+            raise DeviceError(
+                f"device {device!r} was requested but CUDA is not available here; use 'cpu' or 'auto'"
+            )
         if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) found")
+            raise DeviceError(
+                f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA device(s) found"
+            )
     elif dev.type == "mps" and not _mps_available():
-        raise DeviceError(f"device {device!r} was requested but Apple MPS is not available here; use 'cpu' or 'auto'")
+        raise DeviceError(
+            f"device {device!r} was requested but Apple MPS is not available here; use 'cpu' or 'auto'"
+        )
     elif dev.type not in ("cpu", "cuda", "mps"):
         raise DeviceError(f"unsupported device type {dev.type!r}; use 'cpu', 'cuda' or 'mps'")
     return dev

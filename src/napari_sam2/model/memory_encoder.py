@@ -18,7 +18,11 @@ class MaskDownsampler(nn.Module):
         c_in = 1
         for _ in range(num_stages):
             c_out = c_in * 4
-            layers += [nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1), LayerNorm2d(c_out), nn.GELU()]
+            layers += [
+                nn.Conv2d(c_in, c_out, kernel_size=3, stride=2, padding=1),
+                LayerNorm2d(c_out),
+                nn.GELU(),
+            ]
             c_in = c_out
         layers.append(nn.Conv2d(c_in, dim, kernel_size=1))
         self.encoder = nn.Sequential(*layers)

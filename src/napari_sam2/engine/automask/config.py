@@ -114,9 +114,7 @@ class AutoMaskConfig:
         return cls(**DEMO_FILTERS) if name == "demo" else cls()
 
     @classmethod
-    def build(
-        cls, config: AutoMaskConfig | None = None, model: Any = None, **options: Any
-    ) -> AutoMaskConfig:
+    def build(cls, config: AutoMaskConfig | None = None, model: Any = None, **options: Any) -> AutoMaskConfig:
         """``config`` (default: :meth:`for_model` of ``model``, SAM2's without one) with
         ``options`` replaced, checking their names."""
         names = {f.name for f in fields(cls)}
