@@ -196,7 +196,7 @@ def assert_frame_equal(ref_ids, ref_masks, ours_logits: dict):
 def test_clip_two_objects_correction_and_reverse(tmp_path, trunk, kind, size):
     """7 frames; object 1 from a click and object 2 from a box on frame 0; forward propagation;
     correction clicks for both objects on frame 4; forward again; reverse from frame 4. At 1024
-    (ten times slower per frame) 4 frames, the corrections on frame 2 and no second forward pass. With the
+    (about four times as slow) 4 frames, the corrections on frame 2 and no second forward pass. With the
     efficient cross-attention (``_1``, ``_2``) frames that see two or more memories attend to pooled
     memories, so most frames exercise it."""
     frames, steps, corrected = clip_case(size)
