@@ -84,8 +84,8 @@ SHORT_STEPS = clip_steps(SHORT_CORRECTED, again=False)  # 4 frames, 7 tracked fr
 
 def clip_case(size: int) -> tuple[int, list, int]:
     """(frames, steps, corrected frame) of the video parity clip for a model input ``size``: the
-    7-frame clip, or at 1024 (where the 7-frame clip takes about four times as long as at 512 on a CPU) the 4-frame
-    clip with the same kinds of step apart from the second forward pass."""
+    7-frame clip, or at 1024 (where the 7-frame clip takes about four times as long as at 512 on a
+    CPU) the 4-frame clip with the same kinds of step apart from the second forward pass."""
     if size >= 1024:
         return SHORT_FRAMES, SHORT_STEPS, SHORT_CORRECTED
     return FRAMES, STEPS, 4
