@@ -89,3 +89,35 @@ def clip_case(size: int) -> tuple[int, list, int]:
     if size >= 1024:
         return SHORT_FRAMES, SHORT_STEPS, SHORT_CORRECTED
     return FRAMES, STEPS, 4
+
+
+def assert_frame_equal(ref_ids, ref_masks, ours_logits: dict) -> None:
+    """One frame of the authors' video predictor (object ids, (N, 1, H, W) logits) against ours
+    ({object id: logits}); an object we do not report must be absent (-1024) in theirs."""
+    for k, obj_id in enumerate(ref_ids):
+        r = ref_masks[k, 0]
+        if obj_id not in ours_logits:
+            assert (r == -1024).all()
+            continue
+        close(r, ours_logits[obj_id])
+        same_masks(r, ours_logits[obj_id])
+
+
+def replay_clip(tracker, steps: list, records: list) -> tuple[int, int]:
+    """Run our side of ``steps`` on ``tracker`` and compare every answer with the authors' ``records``
+    (one per step: {frame: (ids, masks)}) -> (tracked frames showing an object, tracked frames)."""
+    seen_masks = tracked = 0
+    for (_, step), record in zip(steps, records, strict=True):
+        if step[0] == "prompt":
+            _, frame, obj, prompt, clear = step
+            ids, masks = record[frame]
+            assert_frame_equal(ids, masks, tracker.add_prompt(frame, obj, prompt, clear=clear))
+        else:
+            _, start, reverse = step
+            out = dict(tracker.propagate(start=start, reverse=reverse))
+            assert list(out) == list(record)
+            tracked += len(record)
+            for t, (ids, masks) in record.items():
+                assert_frame_equal(ids, masks, out[t])
+                seen_masks += int((masks > 0).any())
+    return seen_masks, tracked
