@@ -84,7 +84,7 @@ def train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- evaluate
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from ..training.evaluate import GENERATED
+    from ..training.evaluate import GENERATED, REAL
 
     p = sub.add_parser(
         "evaluate",
@@ -97,7 +97,7 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
         "--data",
         nargs="+",
         default=["generated"],
-        help=f"datasets: {', '.join(GENERATED)}, nuclei, FILE.npz or IMAGE.tif (with --labels)",
+        help=f"datasets: {', '.join((*GENERATED, *REAL))}, FILE.npz or IMAGE.tif (with --labels)",
     )
     p.add_argument("--labels", help="labels file for an image file given to --data")
     p.add_argument("--axes", choices=["yx", "zyx", "tyx"], help="override the axes of a file")
