@@ -18,6 +18,7 @@ from napari_sam2.engine.intensity import (
     WindowError,
     apply_window,
     ct_window,
+    foreground_window,
     resolve_window,
     robust_window,
     to_model_input,
@@ -189,6 +190,63 @@ def test_robust_window_integer_data():
     w = robust_window(data, percentiles=(0, 100))
     assert w.as_tuple() == (-1000.0, 1000.0)
     assert robust_window(np.array([True, False, True]), percentiles=(0, 100)).as_tuple() == (0.0, 1.0)
+
+
+# ---------------------------------------------------------------------- foreground_window
+def dim_nuclei_among_bright(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A fluorescence-like plane: background 20 +- 3, 39 dim nuclei (14 x 14) at 70 +- 8 and 4 bright
+    ones (12 x 12) at 220 +- 10, as on the Data Science Bowl image."""
+    rng = np.random.default_rng(seed)
+    image = rng.normal(20, 3, (256, 256))
+    dim, bright = np.zeros(image.shape, bool), np.zeros(image.shape, bool)
+    for i in range(43):
+        r, c = 10 + 35 * (i // 7), 10 + 35 * (i % 7)
+        if i % 11 == 5:
+            bright[r : r + 12, c : c + 12] = True
+        else:
+            dim[r : r + 14, c : c + 14] = True
+    image[dim] = rng.normal(70, 8, dim.sum())
+    image[bright] = rng.normal(220, 10, bright.sum())
+    return image.astype(np.uint16), dim, bright
+
+
+def test_foreground_window_puts_dim_nuclei_high_when_a_few_are_bright():
+    image, dim, bright = dim_nuclei_among_bright()
+    assert bright.mean() > 0.005 and bright.sum() < 0.1 * dim.sum()
+    robust = robust_window(image)  # the 99.5th percentile lies in the bright nuclei
+    assert np.median(apply_window(image[dim], robust)) < 0.3
+    window = foreground_window(image)
+    assert window.low == robust.low
+    # the 80th percentile of the foreground: the bright nuclei are 7 % of it, so the dim ones' 86th
+    # percentile, 70 + 1.08 sd = 78.6
+    assert 76 < window.high < 81
+    assert 0.83 < np.median(apply_window(image[dim], window)) < 0.93
+    background = apply_window(image[~dim & ~bright], window)
+    assert np.percentile(background, 99) < 0.25  # (20 + 2.3 sd - 12) / 66 = 0.23: it stays dark
+
+
+def test_foreground_window_of_sparse_objects_lies_in_them():
+    rng = np.random.default_rng(2)
+    image = rng.normal(1000, 40, (64, 128, 128))
+    inside = np.zeros(image.shape, bool)
+    inside[30:34, 60:64, 60:64] = True  # 0.006 % of the volume
+    image[inside] = rng.normal(20000, 2000, inside.sum())
+    window = foreground_window(image)
+    assert robust_window(image).high < 1200  # percentiles of all values: in the background
+    assert 20000 < window.high < 20000 + 2 * 2000
+
+
+def test_foreground_window_edge_cases():
+    with strict_numerics():
+        assert foreground_window(np.full((4, 4), 7.0)).as_tuple() == (7.0, 7.0)
+        data = np.concatenate([np.zeros(900), np.full(100, 10.0)])
+        assert foreground_window(np.concatenate([data, [np.nan, np.inf]])) == foreground_window(data)
+    assert foreground_window(data).as_tuple() == (0.0, 10.0)
+    assert foreground_window(data > 5).as_tuple() == (0.0, 1.0)
+    with pytest.raises(WindowError, match="foreground percentile"):
+        foreground_window(data, 101)
+    with pytest.raises(WindowError, match="no finite values"):
+        foreground_window(np.full(3, np.nan))
 
 
 # ---------------------------------------------------------------------- resolve_window

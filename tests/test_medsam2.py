@@ -15,7 +15,7 @@ nib = pytest.importorskip("nibabel")
 
 from helpers import save_medsam2, shared_file  # noqa: E402
 from napari_sam2 import Prompt, load_model, segment  # noqa: E402
-from napari_sam2.engine.intensity import IntensityWindow  # noqa: E402
+from napari_sam2.engine.intensity import IntensityWindow, foreground_window, robust_window  # noqa: E402
 from napari_sam2.engine.provenance import read_record  # noqa: E402
 from napari_sam2.engine.sources import open_image  # noqa: E402
 from napari_sam2.engine.window_choice import (  # noqa: E402
@@ -94,18 +94,22 @@ def test_an_explicit_window_wins_over_medsam2s(medsam2_ckpt):
 
 
 def test_choose_window_order_for_each_kind_of_model_and_data(medsam2, tiny_ckpt):
-    tiny = load_model(tiny_ckpt)
+    tiny, demo = load_model(tiny_ckpt), load_model("demo")
+    assert window_convention(demo) == "the demo model"
     with open_image(shared_file(*CT)) as ct, open_image(shared_file(*MR)) as mr:
         for model, data, rule, window in [
             (medsam2, ct, "medsam2_ct", (-150.0, 250.0)),
             (tiny, ct, "preset", (-160.0, 240.0)),  # other models: the CT volume's soft-tissue preset
+            (demo, ct, "preset", (-160.0, 240.0)),  # the demo model too
             (medsam2, mr, "medsam2_percentiles", None),
-            (tiny, mr, "auto", None),
+            (tiny, mr, "auto", robust_window(mr.sample_values()).as_tuple()),
+            (demo, mr, "demo_foreground", foreground_window(mr.sample_values()).as_tuple()),
         ]:
             choice = choose_window(None, model=model, geometry=data.medical, sample=data.sample_values)
             assert choice.rule == rule
             if window is not None:
                 assert choice.window.as_tuple() == window
+        assert foreground_window(mr.sample_values()).high < robust_window(mr.sample_values()).high
         asked = choose_window("ct:lung", model=medsam2, geometry=ct.medical, sample=ct.sample_values)
         assert (asked.rule, asked.window.as_tuple(), asked.text) == (
             "asked",

@@ -1,10 +1,10 @@
 """The widget with the trained demo model on the plugin's sample data, against the generated truth.
 
 One click near the centre of a nucleus on its largest slice must segment that nucleus (each IoU over
-0.43, where a neighbour or the whole foreground scores about 0.1, and a mean of at least 0.52; the
-demo model reaches 0.79 in docs/quality.md with robust-percentile windows, less with the layer's
-contrast limits that the widget uses, measured 0.71 / 0.46 / 0.47 here with the shipped v1.2, 0.68 /
-0.41 / 0.45 with v1.1, 0.58 / 0.28 / 0.33 with the model before), and propagating through z must
+0.43, where a neighbour or the whole foreground scores about 0.1, and a mean of at least 0.52;
+measured 0.715 / 0.464 / 0.469 here with the shipped v1.2 in the demo model's own window, 0.706 / 0.462
+/ 0.472 in the dataset window the widget used before, 0.68 / 0.41 / 0.45 with v1.1, 0.58 / 0.28 / 0.33
+with the model before), and propagating through z must
 recover the whole nucleus on every slice where it is reasonably large.
 """
 

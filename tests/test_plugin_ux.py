@@ -25,7 +25,7 @@ from scipy import ndimage
 
 from napari_sam2.api.session import RecordingWriter, propagate, propagation_tracker
 from napari_sam2.engine import Prompt, load_model, open_image
-from napari_sam2.engine.intensity import apply_window, dataset_window, robust_window
+from napari_sam2.engine.intensity import apply_window, dataset_window, foreground_window, robust_window
 from napari_sam2.model.weights import WeightsUnavailableError
 from napari_sam2.plugin._model_picker import DEMO_NOTICE
 from napari_sam2.plugin._prompt_panel import POLARITY_STYLE
@@ -238,11 +238,11 @@ def test_widget_window_is_fixed_by_default_and_display_contrast_on_request(make_
     image, _ = sparse_nuclei()
     layer = viewer.add_image(image, name="sparse")
     _, widget = open_widget(viewer, qtbot, demo)
-    fixed = widget.data.window(layer)
-    assert fixed == dataset_window(open_image(image, axes="zyx").sample_values()).as_tuple()
-    assert (
-        "dataset" in widget.data.window_label.text() and f"{fixed[0]:.0f}" in widget.data.window_label.text()
-    )
+    fixed = widget.data.window(layer)  # the demo model's own window: set by the nuclei, not the background
+    assert fixed == foreground_window(open_image(image, axes="zyx").sample_values()).as_tuple()
+    assert 20000 < fixed[1] < 20000 + 2 * 2000
+    text = widget.data.window_label.text()
+    assert text.startswith("the demo model's window") and f"{fixed[0]:g}" in text and "(fixed)" in text
     layer.contrast_limits = (0, 1500)  # the user looks at the background: the model input stays
     viewer.dims.set_current_step(0, 8)
     click(viewer, layer.data_to_world((8, 80, 90)))

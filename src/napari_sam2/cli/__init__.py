@@ -59,8 +59,8 @@ def _common(p: argparse.ArgumentParser, *, image: bool = True) -> None:
         "--window",
         type=parse.parse_window,
         default=None,
-        help="auto (default: MedSAM2's own window for a MedSAM2 model, a CT preset for CT volumes, else "
-        "robust percentiles), LOW,HIGH or a CT preset",
+        help="auto (default: the model's own window for MedSAM2 and the demo model, a CT preset for CT "
+        "volumes, else robust percentiles), LOW,HIGH or a CT preset",
     )
     p.add_argument("--axes", default=None, help="axes of the image if not inferable, e.g. zyx or tczyx")
     p.add_argument("--channel", type=int, default=None, help="channel to use of a multichannel image")

@@ -101,6 +101,13 @@ def add_evaluate(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--labels", help="labels file for an image file given to --data")
     p.add_argument("--axes", choices=["yx", "zyx", "tyx"], help="override the axes of a file")
+    p.add_argument(
+        "--window",
+        type=parse.parse_window,
+        default=None,
+        help="LOW,HIGH or a CT preset (default 'auto': the model's own window -- the demo model's, "
+        "MedSAM2's --, else robust percentiles)",
+    )
     p.add_argument("--seed", type=int, default=0, help="seed of the generated datasets")
     p.add_argument("--max-objects", type=parse.positive_int, help="evaluate only the first N objects")
     p.add_argument("--no-propagate", action="store_true", help="skip propagation through stacks")
@@ -136,6 +143,7 @@ def evaluate(args: argparse.Namespace) -> int:
                     max_objects=args.max_objects,
                     propagate=not args.no_propagate,
                     progress=progress,
+                    window=args.window,
                     data_name=spec,
                 )
         except ev.EvaluationError as err:

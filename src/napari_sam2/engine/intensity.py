@@ -24,6 +24,7 @@ import torch.nn.functional as F
 __all__ = [
     "CT_PRESETS",
     "DATASET_PERCENTILES",
+    "FOREGROUND_PERCENTILE",
     "IMAGENET_MEAN",
     "IMAGENET_STD",
     "IntensityWindow",
@@ -31,6 +32,7 @@ __all__ = [
     "apply_window",
     "ct_window",
     "dataset_window",
+    "foreground_window",
     "resolve_window",
     "robust_window",
     "to_model_input",
@@ -147,6 +149,42 @@ def dataset_window(values: np.ndarray) -> IntensityWindow:
         WindowError: as :func:`robust_window`.
     """
     return robust_window(values, DATASET_PERCENTILES)
+
+
+FOREGROUND_PERCENTILE = 80.0
+"""The percentile of the foreground values (above Otsu's threshold) at the top of
+:func:`foreground_window`."""
+
+
+def foreground_window(values: np.ndarray, percentile: float = FOREGROUND_PERCENTILE) -> IntensityWindow:
+    """One window for a whole dataset whose top is set by the objects, not by the brightest few.
+
+    The bottom is the 0.5th percentile of ``values``; the top the ``percentile``-th percentile of the
+    values above Otsu's threshold (the foreground). A few very bright objects among dim ones (a
+    common sight in fluorescence) then no longer push the dim ones to the bottom of the window, and
+    sparse objects still set the top (a percentile of all values would lie in the background). Data
+    with no two levels (constant) falls back to :func:`robust_window`.
+
+    Args:
+        values: any-shape real array, typically ``ImageSource.sample_values()`` of the whole dataset.
+        percentile: of the foreground values, in [0, 100].
+
+    Raises:
+        WindowError: as :func:`robust_window`, or a percentile outside [0, 100].
+    """
+    from skimage.filters import threshold_otsu
+
+    if not 0.0 <= float(percentile) <= 100.0:
+        raise WindowError(f"the foreground percentile must be in [0, 100], got {percentile!r}")
+    robust = robust_window(values)  # checks dtype and finiteness
+    values = np.asarray(values)
+    values = values.view(np.uint8) if values.dtype == np.bool_ else values
+    values = values[np.isfinite(values)] if values.dtype.kind == "f" else values.ravel()
+    if values.min() == values.max():
+        return robust
+    foreground = values[values > threshold_otsu(values)]
+    high = float(np.percentile(foreground, percentile)) if foreground.size else robust.high
+    return IntensityWindow(robust.low, max(high, robust.low))
 
 
 def _preset_name(name: str) -> str:

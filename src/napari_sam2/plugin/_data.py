@@ -6,8 +6,9 @@ the viewer shows, the engine's lazy source for it, and the output Labels layer (
 the image's size).
 
 It also owns the *model input* window: by default one fixed window for the whole dataset, never
-moved by the contrast slider (the window of the model's authors when they fix one -- MedSAM2's,
-from :func:`napari_sam2.engine.window_choice.model_window`, the rule the API uses too --, else a
+moved by the contrast slider (the window of the model's authors when they fix one -- MedSAM2's or
+the demo model's, from :func:`napari_sam2.engine.window_choice.model_window`, the rule the API uses
+too --, else a
 medical volume's preset from napari-sam2's reader, e.g. a CT window, else
 :func:`napari_sam2.engine.intensity.dataset_window` of a sample of the image, computed once), or,
 when asked, the layer's display contrast limits; the line under the picker says which one is in

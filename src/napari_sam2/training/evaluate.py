@@ -18,8 +18,9 @@ questions a user asks, with prompts computed from the truth, never tuned per obj
   per-frame IoU over the frames where the truth or the prediction is non-empty.
 
 Each object is tracked on its own (a fresh tracker per object), as a user segments one object at a
-time; images are windowed once for the whole stack with robust percentiles (as the plugin does),
-and the model runs in its own dtype. Planes larger than the model input are tiled at native
+time; images are windowed once for the whole stack by the rule the plugin and the API use
+(:func:`~napari_sam2.engine.window_choice.choose_window`: the model's own convention -- the demo
+model's foreground window, MedSAM2's percentiles --, else robust percentiles), and the model runs in its own dtype. Planes larger than the model input are tiled at native
 resolution by the image predictor, as in the plugin; the tracker sees each frame resized to the
 model input. Objects are taken in ascending id order (``max_objects``
 keeps the first ones).
@@ -49,11 +50,12 @@ import torch
 from scipy import ndimage
 
 from ..engine.frames import FrameSequence
-from ..engine.intensity import IntensityWindow, resolve_window
+from ..engine.intensity import IntensityWindow
 from ..engine.predictor import ImagePredictor
 from ..engine.prompts import Prompt
 from ..engine.sources import open_image
 from ..engine.tracker import Tracker
+from ..engine.window_choice import choose_window
 
 __all__ = [
     "EvaluationError",
@@ -366,7 +368,8 @@ def evaluate(
         max_objects: evaluate only the first objects in ascending id order.
         propagate: also run the tracker through the stack (ignored for 2D images).
         progress: ``progress(done, total)`` after each object's prompts and each tracked frame.
-        window: intensity window for the whole image (default: robust percentiles, as the plugin).
+        window: intensity window for the whole image (default: the model's convention, else robust
+            percentiles, as the plugin and the API choose it).
         data_name: the dataset's name, for the report.
 
     Raises:
@@ -386,7 +389,7 @@ def evaluate(
     stack = labels if labels.ndim == 3 else labels[None]
     propagate = propagate and labels.ndim == 3
     source = open_image(image, axes=axes)
-    win = resolve_window(window, source.sample_values)
+    win = choose_window(window, model=model, geometry=None, sample=source.sample_values).window
     predictor = ImagePredictor(model)
     frames = None
     if propagate:

@@ -55,7 +55,8 @@ class ProvenanceRecord:
         options: the other keyword arguments (axes, channel, multimask, overwrite, window as asked;
             "auto": min_area and every generator parameter under "generator"); from the API also
             ``window_rule`` and ``window_from``: which rule chose ``window`` ("asked",
-            "medsam2_ct", "medsam2_percentiles", "preset", "auto") and one line saying why
+            "medsam2_ct", "medsam2_percentiles", "demo_foreground", "preset", "auto") and one line
+            saying why
             (:class:`~napari_sam2.engine.window_choice.WindowChoice`).
         runtime: napari_sam2, torch and numpy versions, device, threads.
         labels: shape, dtype, sha256 (see :func:`~.provenance.labels_digest`) of the result.
