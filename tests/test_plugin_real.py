@@ -15,7 +15,7 @@ import pytest
 from qtpy.QtWidgets import QApplication
 
 from helpers import iou
-from test_plugin_ux import camera, click, open_widget
+from helpers.gui import camera, click, open_widget
 
 pytestmark = pytest.mark.slow
 

@@ -18,11 +18,11 @@ import dask.array as da
 import numpy as np
 import pytest
 from napari.utils.notifications import notification_manager
-from qtpy.QtCore import QPoint, Qt
-from qtpy.QtTest import QTest
+from qtpy.QtCore import Qt
 from qtpy.QtWidgets import QAbstractButton, QAbstractSpinBox, QApplication, QComboBox
 from scipy import ndimage
 
+from helpers.gui import PLUGIN, camera, click, key, open_widget
 from napari_sam2.api.session import RecordingWriter, propagate, propagation_tracker
 from napari_sam2.engine import Prompt, load_model, open_image
 from napari_sam2.engine.intensity import apply_window, dataset_window, foreground_window, robust_window
@@ -33,8 +33,6 @@ from napari_sam2.plugin._prompts import MARKER_PIXELS
 from napari_sam2.plugin._sample import sample_nuclei_3d
 from napari_sam2.plugin._tasks import STATUS_CHARS
 from napari_sam2.training import synthetic
-
-PLUGIN, WIDGET = "napari-sam2", "SAM2 segmentation"
 
 
 @pytest.fixture(scope="module")
@@ -49,41 +47,6 @@ def truth():
 
 def iou(a, b):
     return (a & b).sum() / max((a | b).sum(), 1)
-
-
-def open_widget(viewer, qtbot, demo=None, threaded=False):
-    """Plugins > SAM2 segmentation, as the menu does it."""
-    dock, widget = viewer.window.add_plugin_dock_widget(PLUGIN, WIDGET)
-    widget.runner.threaded = threaded
-    if demo is not None:
-        widget.set_model(demo, "demo")
-    QApplication.processEvents()
-    return dock, widget
-
-
-def camera(viewer):
-    scene = getattr(viewer, "scene", None)  # napari 0.9 moved the camera under viewer.scene
-    return scene.camera if scene is not None else viewer.camera
-
-
-def canvas(viewer):
-    return viewer.window._qt_viewer.canvas.native
-
-
-def click(viewer, world, modifier=Qt.KeyboardModifier.NoModifier):
-    """A left click on the canvas where ``world`` (..., y, x) is drawn (2D view)."""
-    native = canvas(viewer)
-    cy, cx = camera(viewer).center[-2:]
-    zoom = camera(viewer).zoom
-    x = (world[-1] - cx) * zoom + native.width() / 2
-    y = (world[-2] - cy) * zoom + native.height() / 2
-    QTest.mouseClick(native, Qt.MouseButton.LeftButton, modifier, QPoint(round(x), round(y)))
-    QApplication.processEvents()
-
-
-def key(viewer, k, modifier=Qt.KeyboardModifier.NoModifier):
-    QTest.keyClick(canvas(viewer), k, modifier)
-    QApplication.processEvents()
 
 
 def nucleus_centre(truth, obj):
