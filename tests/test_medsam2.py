@@ -109,6 +109,7 @@ def test_choose_window_order_for_each_kind_of_model_and_data(medsam2, tiny_ckpt)
             assert choice.rule == rule
             if window is not None:
                 assert choice.window.as_tuple() == window
+        assert window_convention(demo, mr.medical) is None and window_convention(demo) == "the demo model"
         # the same MR values as a plain array (microscopy for all the rule knows): the demo model's own
         choice = choose_window(None, model=demo, geometry=None, sample=mr.sample_values)
         assert choice.rule == "demo_foreground" and choice.text.startswith("the demo model's window, 0.5 %")
@@ -156,3 +157,23 @@ def test_the_widget_uses_and_names_medsam2s_window(viewer, qtbot, medsam2):
     assert widget.data.window(ct) == (-150.0, 250.0)
     widget.data.window_combo.setCurrentText("display contrast")  # an explicit choice still wins
     assert widget.data.window(ct) == tuple(float(v) for v in ct.contrast_limits)
+
+
+def test_the_widget_keeps_a_medical_volumes_window_with_the_demo_model(viewer, qtbot):
+    """The demo model's own window is for microscopy: on a volume opened with napari-sam2's reader the
+    widget keeps the reader's window (CT preset; robust percentiles for the MR), before and after the
+    first action, and says so."""
+    from napari_sam2.plugin._widget import Sam2Widget
+
+    ct, mr = (viewer.open(shared_file(*case), plugin="napari-sam2")[0] for case in (CT, MR))
+    widget = Sam2Widget(viewer, threaded=False)
+    qtbot.addWidget(widget)
+    widget.set_model(load_model("demo"), "demo")
+    for layer in (ct, mr):
+        widget.data.image_combo.setCurrentText(layer.name)
+        widget.data.show_window()
+        assert "demo model" not in widget.data.window_label.text()
+        window = widget.data.window(layer)
+        assert "demo model" not in widget.data.window_label.text()
+        assert window == tuple(layer.metadata["napari_sam2_medical"]["window"])
+    assert widget.data.window(ct) == (-160.0, 240.0)

@@ -4,21 +4,21 @@ API, the command line, batch runs and the widget.
 :func:`choose_window` takes, in this order: the window the caller asked for; else the convention of
 the model's authors (:func:`model_window`; MedSAM2's, below, and the shipped demo model's); else a
 medical volume's preset (a CT volume: ``ct:soft_tissue``, :mod:`.medical`); else robust percentiles
-of a sample of the data. It returns a :class:`WindowChoice`: the window, the rule that chose it and one line saying
-why, which the provenance record keeps (``options["window_rule"]``, ``options["window_from"]``)
-and the widget shows.
+of a sample of the data. It returns a :class:`WindowChoice`: the window, the rule that chose it and
+one line saying why, which the provenance record keeps (``options["window_rule"]``,
+``options["window_from"]``) and the widget shows.
 
 The demo model (``napari_sam2/data/demo_sam2.pt``) takes :func:`.intensity.foreground_window` on
-microscopy (anything but a medical volume): the top of the window is the 80th percentile of the values above Otsu's threshold.
-With the robust 0.5-99.5 % window, a few bright nuclei among dim ones put the dim ones low in the
-window and the demo model then finds nothing where the user clicks: on the 2018 Data Science Bowl
-image (``napari-sam2 evaluate --data dsb2018``, 125 nuclei) one click gave a mean IoU of 0.23 with
-it, 0.08 with :func:`.intensity.dataset_window` and 0.67 with the foreground window. The percentile
-(70, 75, 80, 85 or 90) was chosen on that image and on the PlantSeg crops, with held-out generated
-data as a check; docs/quality.md has the table and the commands. Medical volumes (a NIfTI, NRRD or
-DICOM input, or CT told by its values) keep their preset or robust percentiles: on the brain MRI the
-foreground window saturates the bright tumour together with the tissue around it (1-click 0.568 in the
-robust window, 0.072 in the foreground one).
+microscopy (anything but a medical volume): the top of the window is the 80th percentile of the
+values above Otsu's threshold. With the robust 0.5-99.5 % window, a few bright nuclei among dim ones
+put the dim ones low in the window and the demo model then finds nothing where the user clicks: on
+the 2018 Data Science Bowl image (``napari-sam2 evaluate --data dsb2018``, 125 nuclei) one click
+gave a mean IoU of 0.23 with it, 0.08 with :func:`.intensity.dataset_window` and 0.67 with the
+foreground window. The percentile (70, 75, 80, 85 or 90) was chosen on that image and on the
+PlantSeg crops, with held-out generated data as a check; docs/quality.md has the table and the
+commands. Medical volumes (a NIfTI, NRRD or DICOM input, or CT told by its values) keep their preset
+or robust percentiles: on the brain MRI the foreground window saturates the bright tumour together
+with the tissue around it (1-click 0.568 in the robust window, 0.072 in the foreground one).
 
 MedSAM2's intensity conventions (Ma et al. 2025, github.com/bowang-lab/MedSAM2), as read in the
 authors' scripts (facts taken over, not their code):
@@ -122,13 +122,13 @@ def _span(window: IntensityWindow) -> str:
     return f"{window.low:g}..{window.high:g}"
 
 
-def window_convention(model: Any) -> str | None:
+def window_convention(model: Any, geometry: Any = None) -> str | None:
     """The display name of the model whose authors fix an intensity convention that ``model``
     follows ("MedSAM2", "the demo model"), or None (SAM 2/2.1, EdgeTAM, EfficientTAM, a stand-in
-    backend)."""
+    backend, and the demo model on a medical volume: ``geometry`` not None)."""
     name = getattr(getattr(model, "config", None), "name", None)
     if name == DEMO_NAME:
-        return "the demo model"
+        return "the demo model" if geometry is None else None
     if not isinstance(name, str) or family_of(name) != "medsam2":
         return None
     return FAMILIES["medsam2"][0]
@@ -209,13 +209,13 @@ def model_window(model: Any, geometry: Any, sample: Sample) -> WindowChoice | No
         sample: returns values of the whole dataset (``ImageSource.sample_values``); called once,
             only for a model with a convention.
     """
-    name = window_convention(model)
+    name = window_convention(model, geometry)
     if name is None:
         return None
     values = np.asarray(sample())
     is_ct, why = modality_reason(geometry, values)
     if name == "the demo model":
-        if geometry is not None or is_ct:  # medical volumes keep their preset or robust percentiles
+        if is_ct:  # CT by its values keeps robust percentiles, as a medical volume keeps its preset
             return None
         window = foreground_window(values)
         text = (

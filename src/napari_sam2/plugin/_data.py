@@ -6,10 +6,10 @@ the viewer shows, the engine's lazy source for it, and the output Labels layer (
 the image's size).
 
 It also owns the *model input* window: by default one fixed window for the whole dataset, never
-moved by the contrast slider (the window of the model's authors when they fix one -- MedSAM2's or
-the demo model's, from :func:`napari_sam2.engine.window_choice.model_window`, the rule the API uses
-too --, else a
-medical volume's preset from napari-sam2's reader, e.g. a CT window, else
+moved by the contrast slider (the window of the model's authors when they fix one -- MedSAM2's, or
+the demo model's on an image that is not a medical volume, from
+:func:`napari_sam2.engine.window_choice.model_window`, the rule the API uses too --, else a medical
+volume's preset from napari-sam2's reader, e.g. a CT window, else
 :func:`napari_sam2.engine.intensity.dataset_window` of a sample of the image, computed once), or,
 when asked, the layer's display contrast limits; the line under the picker says which one is in
 use, its numbers and why.
@@ -211,13 +211,12 @@ class DataPicker(QGroupBox):
     def _model_window(self, layer: Image, geometry: ImageGeometry | None) -> WindowChoice | None:
         """The window the model's authors use for ``layer`` (computed once per image and model)."""
         model = self.model_of()
-        name = window_convention(model)
-        if name is None:
+        medical = (layer.metadata or {}).get("napari_sam2_geometry")
+        if window_convention(model, medical) is None:
             return None
         key = (id(raw_layer(layer)), id(layer.data), id(model))
         if key not in self._model_windows:
             geometry = self.geometry() if geometry is None else geometry
-            medical = (layer.metadata or {}).get("napari_sam2_geometry")
             choice = model_window(model, medical, self.source(layer, geometry).sample_values)
             self._model_windows = {key: choice}  # only the current image and model
         return self._model_windows[key]
@@ -239,7 +238,9 @@ class DataPicker(QGroupBox):
             return
         try:
             geometry = self.geometry()
-            convention = window_convention(self.model_of())
+            convention = window_convention(
+                self.model_of(), (layer.metadata or {}).get("napari_sam2_geometry")
+            )
             key = (id(raw_layer(layer)), id(layer.data))
             known = (*key, id(self.model_of())) in self._model_windows if convention else key in self._windows
             if (

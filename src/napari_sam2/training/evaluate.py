@@ -20,10 +20,10 @@ questions a user asks, with prompts computed from the truth, never tuned per obj
 Each object is tracked on its own (a fresh tracker per object), as a user segments one object at a
 time; images are windowed once for the whole stack by the rule the plugin and the API use
 (:func:`~napari_sam2.engine.window_choice.choose_window`: the model's own convention -- the demo
-model's foreground window, MedSAM2's percentiles --, else robust percentiles), and the model runs in its own dtype. Planes larger than the model input are tiled at native
-resolution by the image predictor, as in the plugin; the tracker sees each frame resized to the
-model input. Objects are taken in ascending id order (``max_objects``
-keeps the first ones).
+model's foreground window, MedSAM2's percentiles --, else robust percentiles), and the model runs
+in its own dtype. Planes larger than the model input are tiled at native resolution by the image
+predictor, as in the plugin; the tracker sees each frame resized to the model input. Objects are
+taken in ascending id order (``max_objects`` keeps the first ones).
 
 Command line::
 
