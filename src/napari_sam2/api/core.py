@@ -117,7 +117,8 @@ def segment(
             model available offline). Names and paths are loaded once per process.
         frame: the plane of prompts given without one (int or tuple over the t/z axes).
         window: the intensity window for the whole dataset: None (chosen: a MedSAM2 model gets
-            its authors' window, a CT volume the ``ct:soft_tissue`` preset, anything else robust
+            its authors' window, the demo model its foreground window on images that are not
+            medical volumes, a CT volume the ``ct:soft_tissue`` preset, anything else robust
             percentiles; see :mod:`napari_sam2.engine.window_choice`), "auto" (robust percentiles),
             (low, high) such as napari contrast limits, or a CT preset name. The record keeps the
             window used and why (``options["window_rule"]``, ``options["window_from"]``).
