@@ -38,7 +38,9 @@ def test_segment_one_click_per_nucleus_matches_ground_truth(tmp_path):
     assert main([str(a) for a in [*argv, "--model", "demo", "-q"]]) == 0
     labels = tifffile.imread(tmp_path / "s.tif")
     scores = [iou(labels[z_mid[i]] == i, stack.labels[z_mid[i]] == i) for i in ids]
-    assert np.mean(scores) > 0.5, scores  # a wrong nucleus or all foreground scores about 0.1
+    # measured 0.960 / 0.796 / 0.912 / 0.496 / 0.765 (mean 0.786, AVX-512 and AVX2 alike; demo model in its own
+    # window); a wrong nucleus or all foreground scores about 0.1
+    assert np.mean(scores) >= 0.76, scores
 
 
 def test_demo_sets_up_the_sample_data_and_the_widget(qtbot, capsys):
@@ -75,7 +77,9 @@ def test_headless_demo_scores_the_sample_and_writes_replayable_labels(tmp_path, 
     ids = [i for i in np.unique(truth) if i]
     scores = [iou(labels == i, truth == i) for i in ids]
     assert f"mean 3D IoU over {len(ids)} nuclei: {np.mean(scores):.3f}" in out
-    assert np.mean(scores) > 0.3, scores  # all foreground on every slice scores about 0.1
+    # measured 0.670 (10 nuclei, 0.146-0.951; AVX-512 and AVX2 alike); all foreground on every slice
+    # scores about 0.1
+    assert np.mean(scores) >= 0.65, scores
     assert main(["replay", str(tmp_path / "demo_labels.tif"), "-q"]) == 0  # the record reproduces it
     before = (tmp_path / "demo_labels.tif").read_bytes()
     assert main(["demo", "--headless", "--out", "demo_labels.tif", "-q"]) == 0  # a re-run keeps the first
