@@ -165,6 +165,7 @@ def test_the_widget_keeps_a_medical_volumes_window_with_the_demo_model(viewer, q
     first action, and says so. The volumes are treated as large (the window line is written before
     any window is computed), where the line once named the demo model's window for the CT."""
     from napari_sam2.plugin import _data
+    from napari_sam2.plugin._data import default_window
     from napari_sam2.plugin._widget import Sam2Widget
 
     monkeypatch.setattr(_data, "_EAGER_VALUES", 0)
@@ -180,4 +181,9 @@ def test_the_widget_keeps_a_medical_volumes_window_with_the_demo_model(viewer, q
         window = widget.data.window(layer)
         assert "demo model" not in widget.data.window_label.text()
         assert window == tuple(layer.metadata["napari_sam2_medical"]["window"])
+        # the console's default is the widget's (its window line aside)
+        assert (
+            default_window(layer, widget.models.model, lambda layer=layer: np.asarray(layer.data))[0]
+            == window
+        )
     assert widget.data.window(ct) == (-160.0, 240.0)

@@ -40,7 +40,7 @@ from ._layers import (
     stack_axis_hint,
 )
 
-__all__ = ["NEW_LABELS", "WINDOW_DATASET", "WINDOW_DISPLAY", "DataPicker", "labels_name"]
+__all__ = ["NEW_LABELS", "WINDOW_DATASET", "WINDOW_DISPLAY", "DataPicker", "default_window", "labels_name"]
 
 NEW_LABELS = "(new labels layer)"
 WINDOW_DATASET = "dataset window (fixed)"
@@ -323,6 +323,27 @@ class DataPicker(QGroupBox):
     def existing_labels(self) -> Labels | None:
         """The picked Labels layer if there is an image and a usable one (never creates one)."""
         return self.labels_layer(create=False) if self.image_layer is not None else None
+
+
+def default_window(
+    layer: Image, model: Any, sample: Callable[[], np.ndarray]
+) -> tuple[tuple[float, float], str]:
+    """The widget's default model input window for ``layer`` with ``model``, and its line for people.
+
+    In this order: the window of the model's authors (:func:`~napari_sam2.engine.window_choice.model_window`:
+    MedSAM2's; the demo model's on an image that is not a medical volume), else the medical reader's
+    preset, else :func:`~napari_sam2.engine.intensity.dataset_window` of ``sample()`` (the values of the
+    whole dataset). :meth:`DataPicker.window` takes the same order (with a cache per image); the
+    console (:mod:`.console`) calls this.
+    """
+    choice = model_window(model, (layer.metadata or {}).get("napari_sam2_geometry"), sample)
+    if choice is not None:
+        return choice.window.as_tuple(), choice.text
+    preset = _preset(layer)
+    if preset is not None:
+        return preset
+    low, high = dataset_window(sample()).as_tuple()
+    return (low, high), f"{_num(low)} - {_num(high)} (dataset window)"
 
 
 def _num(value: float) -> str:

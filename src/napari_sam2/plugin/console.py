@@ -27,19 +27,22 @@ from ..api.session import RecordingWriter, segment_plane
 from ..api.session import propagate as _propagate
 from ..engine import ImagePredictor, ImageSource, LabelError, PromptError, load_model, open_image
 from ..engine.models import default_model
+from ..engine.window_choice import choose_window
+from ._data import default_window
 from ._layers import ImageGeometry, image_geometry, image_source, prompted_frames, to_image_coords
 
 __all__ = ["segment", "propagate", "write", "find_widget"]
 
 _AXES = {2: "yx", 3: "zyx", 4: "tzyx"}
+DISPLAY = "display"
 
 
-def _open(image: Any, axes: str | None) -> tuple[ImageGeometry, ImageSource, tuple[float, float] | None]:
-    """(geometry, source, intensity window) of an Image layer or an array."""
+def _open(image: Any, axes: str | None) -> tuple[ImageGeometry, ImageSource]:
+    """(geometry, source) of an Image layer or an array."""
     if isinstance(image, Image):
         stack_axis = axes[0] if axes is not None and len(axes) == 3 else None
         geometry = image_geometry(image, stack_axis=stack_axis)
-        return geometry, image_source(image, geometry), tuple(float(v) for v in image.contrast_limits)
+        return geometry, image_source(image, geometry)
     shape = tuple(int(s) for s in np.shape(image))
     axes = axes or _AXES.get(len(shape))
     if axes is None:
@@ -47,7 +50,21 @@ def _open(image: Any, axes: str | None) -> tuple[ImageGeometry, ImageSource, tup
             f"cannot tell the axes of a {len(shape)}D array {shape}; pass axes='zyx', 'tyx' or 'tzyx'"
         )
     source = open_image(image, axes=axes)
-    return ImageGeometry(source.axes, source.rgb, (*source.frame_shape, *source.plane_hw)), source, None
+    return ImageGeometry(source.axes, source.rgb, (*source.frame_shape, *source.plane_hw)), source
+
+
+def _window(image: Any, window: Any, model: Any, source: ImageSource) -> tuple[float, float]:
+    """The model input window of a call: see ``window`` in :func:`segment`."""
+    if isinstance(window, str) and window.strip().lower() == DISPLAY:
+        if not isinstance(image, Image):
+            raise PromptError(
+                "window='display' reads an Image layer's contrast limits; for an array pass (low, high)"
+            )
+        low, high = (float(v) for v in image.contrast_limits)
+        return (low, high)
+    if window is None and isinstance(image, Image):
+        return default_window(image, model, source.sample_values)[0]
+    return choose_window(window, model=model, geometry=None, sample=source.sample_values).window.as_tuple()
 
 
 def _points(
@@ -135,6 +152,7 @@ def segment(
     object_id: int | None = None,
     overwrite: bool = False,
     axes: str | None = None,
+    window: Any = None,
 ) -> np.ndarray:
     """Segment one object on every slice that has a positive click or a box.
 
@@ -150,17 +168,25 @@ def segment(
             or None for the default (cached official weights, else the demo model).
         object_id: the id written; default: one more than the largest id in ``labels``.
         overwrite: let the object take voxels of other objects (default: never).
+        window: the model input window for the whole dataset. None (default): for an Image layer
+            the widget's default (the model's own window -- MedSAM2's, the demo model's --, else the
+            medical reader's preset, else the dataset window; :func:`._data.default_window`), for
+            an array the API's (:func:`napari_sam2.engine.window_choice.choose_window`);
+            "display": the layer's contrast limits now; else (low, high), a CT preset name or
+            "auto" (robust percentiles).
 
     Returns:
         The labels array (the layer's data when ``labels`` is a layer; the layer is refreshed).
     """
-    geometry, source, window = _open(image, axes)
+    geometry, source = _open(image, axes)
     frames = _prompted(image, geometry, points, boxes, point_labels, object_id)
     if not frames:
         raise PromptError("no positive click or box: give at least one positive point or a box")
     data = _labels_array(labels, geometry)
     obj = _next_id(data, object_id)
-    predictor = ImagePredictor(_model(model))
+    model = _model(model)
+    window = _window(image, window, model, source)
+    predictor = ImagePredictor(model)
     writer = RecordingWriter(data, overwrite=overwrite)
     for frame, prompt in frames.items():
         writer.write(frame, {obj: segment_plane(predictor, source, frame, prompt, window)})
@@ -181,6 +207,7 @@ def propagate(
     axis: str | None = None,
     overwrite: bool = False,
     axes: str | None = None,
+    window: Any = None,
 ) -> np.ndarray:
     """Segment one object from its clicks/boxes and propagate it along ``axis`` through the stack.
 
@@ -193,7 +220,7 @@ def propagate(
     Returns:
         The labels array, written in place when given.
     """
-    geometry, source, window = _open(image, axes)
+    geometry, source = _open(image, axes)
     fa = geometry.frame_axes
     if not fa:
         raise PromptError("a 2D image has no z or t axis to propagate along; use segment()")
@@ -224,9 +251,11 @@ def propagate(
         best = np.unravel_index(int(np.argmax(areas)), areas.shape)
         fixed = {a: int(best[i]) for i, a in enumerate(fa) if a != axis}
         masks = {int(best[k]): np.asarray(data[tuple(int(i) for i in best)]) == obj}
+    model = _model(model)
+    window = _window(image, window, model, source)
     writer = RecordingWriter(data, overwrite=overwrite)
     _propagate(
-        _model(model), source, writer, obj, axis=axis, fixed=fixed,
+        model, source, writer, obj, axis=axis, fixed=fixed,
         prompts={f[k]: p for f, p in frames.items()}, masks=masks, window=window,
     )  # fmt: skip
     if isinstance(labels, Labels):
