@@ -27,7 +27,7 @@ from qtpy.QtCore import Signal
 from qtpy.QtWidgets import QComboBox, QFormLayout, QGroupBox, QLabel
 
 from ..engine.intensity import dataset_window
-from ..engine.window_choice import WindowChoice, model_window, window_convention
+from ..engine.window_choice import model_window, window_convention
 from ._label_edits import LABELS_DTYPE
 from ._layers import (
     ImageGeometry,
@@ -69,8 +69,7 @@ class DataPicker(QGroupBox):
         self.viewer = viewer
         self.on_labels_created = on_labels_created
         self._sources: dict[tuple, Any] = {}
-        self._windows: dict[tuple, tuple[float, float]] = {}
-        self._model_windows: dict[tuple, WindowChoice | None] = {}
+        self._windows: dict[tuple, tuple[tuple[float, float], str]] = {}  # default window, its line
         self.model_of: Callable[[], Any] = lambda: None
         """The model in use (the widget sets it), whose authors' window convention wins."""
         self._watched: Image | None = None  # the image whose contrast limits the window line follows
@@ -181,8 +180,9 @@ class DataPicker(QGroupBox):
     ) -> tuple[float, float]:
         """The model input window (low, high) for ``layer`` (default: the picked image).
 
-        The dataset window is computed once per image (from ``ImageSource.sample_values``) and kept;
-        "display contrast" reads the layer's contrast limits now.
+        The default (:func:`default_window`) is computed once per image (and per model, when the
+        model's own convention sets it) and kept; "display contrast" reads the layer's contrast
+        limits now.
         """
         layer = self.require_image() if layer is None else layer
         if self.uses_display_contrast:
@@ -191,35 +191,23 @@ class DataPicker(QGroupBox):
                 f"contrast limits {low:g}..{high:g} (display contrast: the slider changes the results)"
             )
             return (low, high)
-        choice = self._model_window(layer, geometry)
-        if choice is not None:  # the model's own convention (MedSAM2): fixed, and said whose it is
-            self._show(f"{choice.text} (fixed)")
-            return choice.window.as_tuple()
-        preset = _preset(layer)
-        if preset is not None:  # the reader's medical window: fixed, and said in the reader's words
-            self._show(f"{preset[1]} (fixed)")
-            return preset[0]
-        key = (id(raw_layer(layer)), id(layer.data))
+        key, _ = self._window_key(layer)
         if key not in self._windows:
-            geometry = self.geometry() if geometry is None else geometry
-            values = self.source(layer, geometry).sample_values()
-            self._windows = {**self._windows, key: dataset_window(values).as_tuple()}
-        low, high = self._windows[key]
-        self._show(f"{_num(low)} - {_num(high)} (dataset: fixed; the slider only changes the display)")
-        return (low, high)
 
-    def _model_window(self, layer: Image, geometry: ImageGeometry | None) -> WindowChoice | None:
-        """The window the model's authors use for ``layer`` (computed once per image and model)."""
+            def sample() -> np.ndarray:  # read only when the window needs the data
+                return self.source(layer, self.geometry() if geometry is None else geometry).sample_values()
+
+            self._windows = {**self._windows, key: default_window(layer, self.model_of(), sample)}
+        window, text = self._windows[key]
+        self._show(text)
+        return window
+
+    def _window_key(self, layer: Image) -> tuple[tuple, str | None]:
+        """The cache key of ``layer``'s default window, and the name of the model convention that
+        sets it (None: the window does not depend on the model, and the key does not name it)."""
         model = self.model_of()
-        medical = (layer.metadata or {}).get("napari_sam2_geometry")
-        if window_convention(model, medical) is None:
-            return None
-        key = (id(raw_layer(layer)), id(layer.data), id(model))
-        if key not in self._model_windows:
-            geometry = self.geometry() if geometry is None else geometry
-            choice = model_window(model, medical, self.source(layer, geometry).sample_values)
-            self._model_windows = {key: choice}  # only the current image and model
-        return self._model_windows[key]
+        convention = window_convention(model, (layer.metadata or {}).get("napari_sam2_geometry"))
+        return (id(raw_layer(layer)), id(layer.data), id(model) if convention else None), convention
 
     def show_window(self) -> None:
         """Say which window the next action uses (computing a small image's dataset window now);
@@ -238,15 +226,11 @@ class DataPicker(QGroupBox):
             return
         try:
             geometry = self.geometry()
-            convention = window_convention(
-                self.model_of(), (layer.metadata or {}).get("napari_sam2_geometry")
-            )
-            key = (id(raw_layer(layer)), id(layer.data))
-            known = (*key, id(self.model_of())) in self._model_windows if convention else key in self._windows
+            key, convention = self._window_key(layer)
             if (
                 self.uses_display_contrast
                 or (convention is None and _preset(layer) is not None)
-                or known
+                or key in self._windows
                 or int(np.prod(geometry.shape)) <= _EAGER_VALUES
             ):
                 self.window(layer, geometry)
@@ -328,22 +312,24 @@ class DataPicker(QGroupBox):
 def default_window(
     layer: Image, model: Any, sample: Callable[[], np.ndarray]
 ) -> tuple[tuple[float, float], str]:
-    """The widget's default model input window for ``layer`` with ``model``, and its line for people.
+    """The widget's default model input window for ``layer`` with ``model``, and the line the widget
+    shows for it.
 
-    In this order: the window of the model's authors (:func:`~napari_sam2.engine.window_choice.model_window`:
-    MedSAM2's; the demo model's on an image that is not a medical volume), else the medical reader's
-    preset, else :func:`~napari_sam2.engine.intensity.dataset_window` of ``sample()`` (the values of the
-    whole dataset). :meth:`DataPicker.window` takes the same order (with a cache per image); the
-    console (:mod:`.console`) calls this.
+    In this order: the window of the model's authors
+    (:func:`~napari_sam2.engine.window_choice.model_window`: MedSAM2's; the demo model's on an image
+    that is not a medical volume), else the medical reader's preset, else
+    :func:`~napari_sam2.engine.intensity.dataset_window` of ``sample()`` (the values of the whole
+    dataset; ``sample`` is called only when a window needs the data). :meth:`DataPicker.window` keeps
+    it per image; the console (:mod:`.console`) calls it too.
     """
     choice = model_window(model, (layer.metadata or {}).get("napari_sam2_geometry"), sample)
-    if choice is not None:
-        return choice.window.as_tuple(), choice.text
+    if choice is not None:  # the model's own convention: said whose it is
+        return choice.window.as_tuple(), f"{choice.text} (fixed)"
     preset = _preset(layer)
-    if preset is not None:
-        return preset
+    if preset is not None:  # the reader's medical window, said in the reader's words
+        return preset[0], f"{preset[1]} (fixed)"
     low, high = dataset_window(sample()).as_tuple()
-    return (low, high), f"{_num(low)} - {_num(high)} (dataset window)"
+    return (low, high), f"{_num(low)} - {_num(high)} (dataset: fixed; the slider only changes the display)"
 
 
 def _num(value: float) -> str:
