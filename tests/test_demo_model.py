@@ -154,6 +154,22 @@ def test_cli_finetune_steps_need_one_number_per_later_stage(tmp_path, capsys):
     assert not (tmp_path / "out.pt").exists()
 
 
+def test_cli_hold_out_plantseg_trains_on_the_other_crop_only(tmp_path, monkeypatch, capsys):
+    """``--hold-out-plantseg 1135_mini`` is the shipped recipe with 1136_mini as its only PlantSeg crop;
+    a recipe without the crops refuses it."""
+    seen = []
+    monkeypatch.setattr(demo, "train_demo", lambda out, recipe, **kwargs: seen.append(recipe))
+    out = str(tmp_path / "fold.pt")
+    assert cli_main(["demo-model", "train", "--out", out, "--hold-out-plantseg", "1135_mini"]) == 0
+    assert seen == [replace(demo.RECIPE_V1_2, plantseg_crops=("1136_mini",))]
+    assert demo.RECIPE_V1_2.plantseg_crops == ("1135_mini", "1136_mini")
+    code = cli_main(
+        ["demo-model", "train", "--out", out, "--recipe", "v1", "--hold-out-plantseg", "1136_mini"]
+    )
+    assert code == 2 and len(seen) == 1
+    assert "--hold-out-plantseg: recipe v1 does not train on the PlantSeg crops" in capsys.readouterr().err
+
+
 def test_widened_data_joins_at_its_stage_only(tmp_path, monkeypatch):
     """Stages before ``widened_from_stage`` train on the generated data alone (so v1's stages are
     unchanged); from that stage on, the random-look planes and stacks and the PlantSeg stacks join."""

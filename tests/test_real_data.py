@@ -110,3 +110,26 @@ def test_augmented_plantseg_stacks_alternate_crops_and_hold_nuclei():
         assert st.image.shape[0] >= 8 * 1.5 - 1 and st.scale[0] > 0
         assert 0.02 < (st.labels > 0).mean() < 0.6  # nuclei cover about 20 % of the crops
     assert len({st.image.tobytes() for st in stacks}) == 4
+
+
+@needs_data
+def test_a_fold_draws_from_the_kept_crop_only():
+    """``crops=("1136_mini",)`` holds 1135_mini out: every stack is one that 1136_mini gives for its
+    seed, and stack 1 (1136_mini's turn when both alternate) is the same stack as with both crops."""
+    small = {"plane": 96, "slices": (6, 6)}
+    both = augmented_stacks(2, seed=7000, **small)
+    fold = augmented_stacks(2, seed=7000, crops=("1136_mini",), **small)
+    ((_, raw, labels),) = load_plantseg(crops=("1136_mini",))
+    rng = np.random.default_rng(7000)
+    own = augment(raw, labels, rng, **small)
+    while not own.n_objects:  # drawn again, as augmented_stacks does
+        own = augment(raw, labels, rng, **small)
+    assert np.array_equal(fold[0].image, own.image) and np.array_equal(fold[0].labels, own.labels)
+    assert not np.array_equal(fold[0].image, both[0].image)  # both crops: stack 0 came from 1135_mini
+    assert np.array_equal(fold[1].image, both[1].image) and np.array_equal(fold[1].labels, both[1].labels)
+
+
+def test_an_unknown_or_empty_crop_list_is_refused(tmp_path):
+    for crops in (("1137_mini",), ()):
+        with pytest.raises(RealDataError, match=r"give one or more of 1135_mini, 1136_mini"):
+            load_plantseg(tmp_path, crops)

@@ -198,6 +198,14 @@ def add_demo_model(sub: argparse._SubParsersAction) -> None:
         "that trains only the multimask outputs 1 and 2; v1: the three stages; v2: v1 then a fourth full "
         "stage on widened generated data and the PlantSeg crops (docs/training.md)",
     )
+    t.add_argument(
+        "--hold-out-plantseg",
+        choices=["1135_mini", "1136_mini"],
+        default=None,
+        metavar="CROP",
+        help="train on the other PlantSeg crop only (1135_mini or 1136_mini), so that this one is held "
+        "out for evaluation: a fold of a recipe that uses the crops (v1.1, v1.2, v2)",
+    )
     t.set_defaults(func=demo_model_train)
     e = dsub.add_parser("evaluate", help="score a checkpoint on held-out generated data")
     e.add_argument("--model", required=True, help="checkpoint file")
@@ -220,6 +228,13 @@ def demo_model_train(args: argparse.Namespace) -> int:
             dataclasses.replace(stage, steps=n) for stage, n in zip(recipe.finetune, args.finetune_steps)
         )
         recipe = dataclasses.replace(recipe, finetune=finetune)
+    if args.hold_out_plantseg is not None:
+        if not recipe.n_plantseg:
+            raise UsageError(
+                f"--hold-out-plantseg: recipe {args.recipe} does not train on the PlantSeg crops"
+            )
+        kept = tuple(c for c in recipe.plantseg_crops if c != args.hold_out_plantseg)
+        recipe = dataclasses.replace(recipe, plantseg_crops=kept)
     train_demo(
         args.out,
         recipe,

@@ -35,6 +35,7 @@ from ..model.config import DEMO_CONFIG
 from . import synthetic
 from .alternatives import AlternativesConfig, AlternativesResult, multimask_scores, train_alternatives
 from .finetune import TrainingConfig, TrainingError, TrainingResult, train
+from .real_data import PLANTSEG_CROPS
 from .scratch_init import localise_memory_attention, localise_prompt_attention
 from .texture import TextureConfig, TextureResult, train_texture
 
@@ -124,6 +125,8 @@ class DemoRecipe:
         shape_microscopy_3d: the z-stacks' shape.
         n_plantseg: augmented stacks of the real PlantSeg crops (:func:`.real_data.augmented_stacks`,
             seeds ``seed_plantseg + i``).
+        plantseg_crops: the crops they alternate between (both; one of them for a recipe that holds
+            the other out, ``demo-model train --hold-out-plantseg``).
         alternatives: a stage that trains only multimask outputs 1 and 2
             (:mod:`.alternatives`) on the generated and the widened data (None: no such stage).
         texture: a stage that trains only the image encoder to read textured, noisy planes as
@@ -161,6 +164,7 @@ class DemoRecipe:
     seed_microscopy: int = 5000
     n_plantseg: int = 0
     seed_plantseg: int = 7000
+    plantseg_crops: tuple[str, ...] = PLANTSEG_CROPS
     alternatives: AlternativesConfig | None = None
     texture: TextureConfig | None = None
     after_texture: TrainingConfig | None = None
@@ -258,7 +262,7 @@ def widened_data(recipe: DemoRecipe) -> list:
     if recipe.n_plantseg:
         from .real_data import augmented_stacks
 
-        data += augmented_stacks(recipe.n_plantseg, recipe.seed_plantseg)
+        data += augmented_stacks(recipe.n_plantseg, recipe.seed_plantseg, crops=recipe.plantseg_crops)
     return data
 
 

@@ -47,17 +47,24 @@ def plantseg_dir() -> Path:
     return root.parent / "shared" / "data" / "plantseg-nuclei"
 
 
-def load_plantseg(folder: str | os.PathLike | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
-    """-> [(name, raw (Z, Y, X), labels (Z, Y, X) uint16)] for both crops.
+def load_plantseg(
+    folder: str | os.PathLike | None = None, crops: tuple[str, ...] = PLANTSEG_CROPS
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
+    """-> [(name, raw (Z, Y, X), labels (Z, Y, X) uint16)] for ``crops`` (both by default), in that order.
 
     Raises:
-        RealDataError: a file is missing or raw and labels differ in shape.
+        RealDataError: no crop or an unknown one is asked for, a file is missing or raw and labels
+            differ in shape.
     """
     import tifffile
 
+    crops = tuple(crops)
+    unknown = [name for name in crops if name not in PLANTSEG_CROPS]
+    if unknown or not crops:
+        raise RealDataError(f"PlantSeg crops {list(crops)}: give one or more of {', '.join(PLANTSEG_CROPS)}")
     folder = Path(folder).expanduser() if folder is not None else plantseg_dir()
     out = []
-    for name in PLANTSEG_CROPS:
+    for name in crops:
         raw_path, lab_path = folder / f"{name}_raw.tif", folder / f"{name}_labels.tif"
         if not (raw_path.is_file() and lab_path.is_file()):
             raise RealDataError(
@@ -147,12 +154,16 @@ def _renumber(labels: np.ndarray) -> np.ndarray:
 
 
 def augmented_stacks(
-    n: int, seed: int, folder: str | os.PathLike | None = None, **kwargs
+    n: int,
+    seed: int,
+    folder: str | os.PathLike | None = None,
+    crops: tuple[str, ...] = PLANTSEG_CROPS,
+    **kwargs,
 ) -> list[SyntheticStack]:
-    """``n`` augmented stacks (:func:`augment`), alternating between the two crops; stack ``i`` uses
-    ``np.random.default_rng(seed + i)`` (drawing again from it while a stack holds no labelled
-    object), so the same arguments give the same stacks."""
-    crops = load_plantseg(folder)
+    """``n`` augmented stacks (:func:`augment`), alternating between ``crops`` (both by default; one
+    crop left out is a held-out fold); stack ``i`` uses ``np.random.default_rng(seed + i)`` (drawing
+    again from it while a stack holds no labelled object), so the same arguments give the same stacks."""
+    crops = load_plantseg(folder, crops)
     out = []
     for i in range(n):
         _, raw, labels = crops[i % len(crops)]
