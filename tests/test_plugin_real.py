@@ -37,7 +37,7 @@ def dim_nuclei(labels, image, n=6):
 
 
 def test_clicks_on_dim_real_nuclei_segment_them(make_napari_viewer, qtbot):
-    from napari_sam2.training.evaluate import load_dsb2018
+    from napari_sam2.training.datasets import load_dsb2018
 
     image, labels = load_dsb2018()
     viewer = make_napari_viewer(show=True)
@@ -74,7 +74,7 @@ def test_the_console_segments_dim_real_nuclei_in_the_widgets_window(make_napari_
     from napari_sam2.plugin import console
     from napari_sam2.plugin._data import default_window
     from napari_sam2.plugin._widget import Sam2Widget
-    from napari_sam2.training.evaluate import load_dsb2018
+    from napari_sam2.training.datasets import load_dsb2018
 
     image, labels = load_dsb2018()
     viewer = make_napari_viewer()

@@ -84,7 +84,7 @@ def train(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- evaluate
 def add_evaluate(sub: argparse._SubParsersAction) -> None:
-    from ..training.evaluate import GENERATED, REAL
+    from ..training.datasets import GENERATED, REAL
 
     p = sub.add_parser(
         "evaluate",
@@ -122,13 +122,14 @@ def evaluate(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
     from ..engine.models import load_model
+    from ..training import datasets as ds
     from ..training import evaluate as ev
 
     model = load_model(args.model, config=args.config, device=args.device)
     reports, blocks = [], []
     for spec in args.data:
         try:
-            image, labels, axes = ev.load_dataset(spec, seed=args.seed, labels_path=args.labels)
+            image, labels, axes = ds.load_dataset(spec, seed=args.seed, labels_path=args.labels)
             with tqdm(desc=spec, unit="step", file=sys.stderr, leave=False, disable=args.quiet) as bar:
 
                 def progress(done: int, total: int, bar=bar) -> None:
@@ -146,9 +147,9 @@ def evaluate(args: argparse.Namespace) -> int:
                     window=args.window,
                     data_name=spec,
                 )
-        except ev.EvaluationError as err:
+        except (ev.EvaluationError, ds.DatasetError) as err:
             raise UsageError(str(err)) from err
-        except ev.DatasetUnavailableError as err:
+        except ds.DatasetUnavailableError as err:
             raise MissingDataError(str(err)) from err
         reports.append(report)
         if not args.summary_only:

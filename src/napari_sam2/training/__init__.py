@@ -8,6 +8,8 @@ sample data do.
 * :mod:`._prompts` -- simulated clicks and boxes for training;
 * :mod:`.synthetic` -- generated nuclei planes, stacks and time-lapses with ground truth;
 * :mod:`.evaluate` -- held-out IoU of clicks, boxes and z-propagation;
+* :mod:`.datasets` -- the labelled data it runs on: generated, fetched (cells3d's nuclei, dsb2018), files;
+* :mod:`.real_data` -- the PlantSeg crops, augmented for training;
 * :mod:`.demo` -- the shipped demo model's seeded recipe;
 * :mod:`.scratch_init` -- initialisation of a model trained from scratch.
 """
