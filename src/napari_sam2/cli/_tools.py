@@ -164,6 +164,8 @@ def evaluate(args: argparse.Namespace) -> int:
 
 # ---------------------------------------------------------------------------------------------- demo-model
 def add_demo_model(sub: argparse._SubParsersAction) -> None:
+    from ..training.real_data import PLANTSEG_CROPS
+
     p = sub.add_parser(
         "demo-model",
         help="train the shipped demo model from its recipe, or score a checkpoint on held-out data",
@@ -201,11 +203,11 @@ def add_demo_model(sub: argparse._SubParsersAction) -> None:
     )
     t.add_argument(
         "--hold-out-plantseg",
-        choices=["1135_mini", "1136_mini"],
+        choices=PLANTSEG_CROPS,
         default=None,
         metavar="CROP",
-        help="train on the other PlantSeg crop only (1135_mini or 1136_mini), so that this one is held "
-        "out for evaluation: a fold of a recipe that uses the crops (v1.1, v1.2, v2)",
+        help=f"leave this PlantSeg crop ({' or '.join(PLANTSEG_CROPS)}) out of the recipe's real data, so "
+        "that it is held out for evaluation: a fold of a recipe that uses the crops (v1.1, v1.2, v2)",
     )
     t.set_defaults(func=demo_model_train)
     e = dsub.add_parser("evaluate", help="score a checkpoint on held-out generated data")

@@ -35,7 +35,7 @@ from ..model.config import DEMO_CONFIG
 from . import synthetic
 from .alternatives import AlternativesConfig, AlternativesResult, multimask_scores, train_alternatives
 from .finetune import TrainingConfig, TrainingError, TrainingResult, train
-from .real_data import PLANTSEG_CROPS
+from .real_data import PLANTSEG_CROPS, augmented_stacks
 from .scratch_init import localise_memory_attention, localise_prompt_attention
 from .texture import TextureConfig, TextureResult, train_texture
 
@@ -260,8 +260,6 @@ def widened_data(recipe: DemoRecipe) -> list:
         for i in range(recipe.n_microscopy_3d)
     ]
     if recipe.n_plantseg:
-        from .real_data import augmented_stacks
-
         data += augmented_stacks(recipe.n_plantseg, recipe.seed_plantseg, crops=recipe.plantseg_crops)
     return data
 
