@@ -60,13 +60,14 @@ def test_3d_blobs_through_z(demo):
     """Separate 3D blobs (generated nuclei that do not touch). Measured with the shipped model:
     0.872, 0.873, 0.851 on seeds 9001-9003 (v1.2; v1.1: 0.87, 0.90, 0.87; docs/quality.md). The issue's target, 0.9 per frame,
     is not met yet: the stage-2 model given the truth's box on every slice, untracked, scored as
-    it did tracked, so the gap is single-plane accuracy on small end slices. This bound catches a
-    tracker that stops following objects (about 0.1)."""
+    it did tracked, so the gap is single-plane accuracy on small end slices. The bound sits just below
+    the measured 0.872 (the same on the AVX-512 and AVX2 paths); a tracker that stops following objects
+    scores about 0.1."""
     stack = nuclei_3d((32, 256, 256), n_objects=6, seed=HELD_OUT, touching=0.0)
     labels, _ = track_all(demo, stack)
     scores = per_frame_iou(labels, stack.labels)
-    assert np.mean(list(scores.values())) >= 0.8, scores
-    assert min(scores.values()) >= 0.6, scores  # every object is followed, none lost
+    assert np.mean(list(scores.values())) >= 0.86, scores
+    assert min(scores.values()) >= 0.8, scores  # every object is followed (measured: the worst 0.825)
 
 
 def test_moving_blobs_through_t(demo):
