@@ -11,6 +11,7 @@ import pytest
 import torch
 from scipy import ndimage
 
+from helpers import shared_file
 from napari_sam2 import ImagePredictor, Prompt, load_model
 from napari_sam2.cli import main as cli_main
 from napari_sam2.engine import models
@@ -173,10 +174,7 @@ def test_cli_hold_out_plantseg_trains_on_the_other_crop_only(tmp_path, monkeypat
 def test_widened_data_joins_at_its_stage_only(tmp_path, monkeypatch):
     """Stages before ``widened_from_stage`` train on the generated data alone (so v1's stages are
     unchanged); from that stage on, the random-look planes and stacks and the PlantSeg stacks join."""
-    from napari_sam2.training.real_data import plantseg_dir
-
-    if not (plantseg_dir() / "1135_mini_raw.tif").is_file():
-        pytest.skip("../shared/data/plantseg-nuclei is not here")
+    shared_file("plantseg-nuclei", "1135_mini_raw.tif")  # skips without the crops (fails in CI)
     monkeypatch.setattr(demo, "evaluate_demo", lambda model: {"click_iou_2d": 0.5})  # not under test
     seen = []
     real_train = demo.train
@@ -309,13 +307,12 @@ def test_shipped_demo_model_on_the_real_plantseg_crops():
     from napari_sam2.engine.intensity import foreground_window
     from napari_sam2.training.alternatives import multimask_scores
     from napari_sam2.training.evaluate import evaluate
-    from napari_sam2.training.real_data import load_plantseg, plantseg_dir
+    from napari_sam2.training.real_data import load_plantseg
 
-    if not (plantseg_dir() / "1135_mini_raw.tif").is_file():
-        pytest.skip("../shared/data/plantseg-nuclei is not here")
+    folder = shared_file("plantseg-nuclei", "1135_mini_raw.tif").parent  # skips without it (fails in CI)
     model = load_model("demo", device="cpu")
     measured = {"1135_mini": (0.540, 0.446, 0.459, 0.375), "1136_mini": (0.452, 0.362, 0.432, 0.434)}
-    for name, raw, labels in load_plantseg():
+    for name, raw, labels in load_plantseg(folder):
         click, box, alt_1, alt_2 = measured[name]
         means = evaluate(model, raw, labels, axes="zyx", propagate=False).means()
         assert means["click_iou"] >= click - 0.015 and means["box_iou"] >= box - 0.015, (name, means)

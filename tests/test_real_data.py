@@ -6,17 +6,22 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
+from helpers import shared_file
 from napari_sam2.training.real_data import (
     RealDataError,
     augment,
     augmented_stacks,
     load_plantseg,
-    plantseg_dir,
 )
 
-needs_data = pytest.mark.skipif(
-    not (plantseg_dir() / "1135_mini_raw.tif").is_file(), reason="../shared/data/plantseg-nuclei is not here"
-)
+
+@pytest.fixture
+def plantseg_crops():
+    """The crops' folder; skips the test without it, and fails it in CI, where it must be."""
+    return shared_file("plantseg-nuclei", "1135_mini_raw.tif").parent
+
+
+needs_data = pytest.mark.usefixtures("plantseg_crops")
 
 
 @needs_data
