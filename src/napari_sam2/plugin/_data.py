@@ -206,7 +206,7 @@ class DataPicker(QGroupBox):
         """The cache key of ``layer``'s default window, and the name of the model convention that
         sets it (None: the window does not depend on the model, and the key does not name it)."""
         model = self.model_of()
-        convention = window_convention(model, (layer.metadata or {}).get("napari_sam2_geometry"))
+        convention = window_convention(model, _medical_geometry(layer))
         return (id(raw_layer(layer)), id(layer.data), id(model) if convention else None), convention
 
     def show_window(self) -> None:
@@ -322,7 +322,7 @@ def default_window(
     dataset; ``sample`` is called only when a window needs the data). :meth:`DataPicker.window` keeps
     it per image; the console (:mod:`.console`) calls it too.
     """
-    choice = model_window(model, (layer.metadata or {}).get("napari_sam2_geometry"), sample)
+    choice = model_window(model, _medical_geometry(layer), sample)
     if choice is not None:  # the model's own convention: said whose it is
         return choice.window.as_tuple(), f"{choice.text} (fixed)"
     preset = _preset(layer)
@@ -335,6 +335,11 @@ def default_window(
 def _num(value: float) -> str:
     """A window bound for people: whole numbers from 100 on, else 4 significant digits."""
     return f"{value:.0f}" if float(value).is_integer() or abs(value) >= 100 else f"{value:.4g}"
+
+
+def _medical_geometry(layer: Image) -> Any:
+    """The geometry napari-sam2's medical reader attached to ``layer`` (None: not a medical volume)."""
+    return (layer.metadata or {}).get("napari_sam2_geometry")
 
 
 def _preset(layer: Image) -> tuple[tuple[float, float], str] | None:
