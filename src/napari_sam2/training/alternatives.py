@@ -238,12 +238,15 @@ def _step_loss(
     return loss, parts
 
 
-def multimask_scores(model, planes: Iterable[Any], window: str = "auto") -> dict[str, float]:
+def multimask_scores(model, planes: Iterable[Any], window: Any = None) -> dict[str, float]:
     """Mean IoU with the clicked object of each multimask output, one click (the evaluation's click
     point) per object of each (image, labels) 2D plane, and of an all-foreground mask for
-    comparison; also how often each output has the best predicted IoU."""
+    comparison; also how often each output has the best predicted IoU.
+
+    ``window``: each plane's intensity window, as :func:`.evaluate.evaluate` takes it (None: the
+    model's own convention, such as the demo model's foreground window, else robust percentiles)."""
     from ..engine import ImagePredictor, open_image
-    from ..engine.intensity import resolve_window
+    from ..engine.window_choice import choose_window
     from .evaluate import click_point, iou
 
     predictor = ImagePredictor(model)
@@ -252,7 +255,8 @@ def multimask_scores(model, planes: Iterable[Any], window: str = "auto") -> dict
         pair = _as_pair(item)
         labels = np.asarray(pair.labels)
         source = open_image(pair.image, axes=pair.axes)
-        predictor.set_image(source, window=resolve_window(window, source.sample_values))
+        win = choose_window(window, model=model, geometry=None, sample=source.sample_values).window
+        predictor.set_image(source, window=win)
         for obj in np.unique(labels[labels > 0]):
             truth = labels == obj
             pred = predictor.predict(Prompt([click_point(truth)], [1]), multimask=True)
